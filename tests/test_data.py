@@ -1,0 +1,154 @@
+"""Data loading and the two input pipelines, on small MNIST-format files written by conftest."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
+
+import utils
+from conftest import synthetic_digits
+
+
+def test_load_mnist_reads_idx_files(mnist_root):
+    ds = utils.load_mnist(mnist_root, train=True, download=False)
+    images, labels = synthetic_digits(600, seed=1)
+    assert len(ds) == 600
+    assert torch.equal(ds.data, torch.from_numpy(images))
+    assert torch.equal(ds.targets, torch.from_numpy(labels).long())
+
+
+def test_missing_data_says_where_and_what(tmp_path):
+    with pytest.raises(utils.DataError) as info:
+        utils.load_mnist(tmp_path / "nowhere", download=False)
+    message = str(info.value)
+    assert "\n" not in message
+    assert str((tmp_path / "nowhere").resolve()) in message
+    assert "MNIST/raw" in message and "--data-dir" in message
+
+
+def id_images(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float images whose every pixel holds the sample's index; labels = index % 10."""
+    ids = torch.arange(n, dtype=torch.float32)
+    return ids.view(n, 1, 1, 1).expand(n, 1, 28, 28).clone(), torch.arange(n) % 10
+
+
+def epoch_ids(loader) -> list[torch.Tensor]:
+    return [x[:, 0, 0, 0].long() for x, _ in loader]
+
+
+def test_device_loader_sees_every_sample_once_with_a_partial_last_batch():
+    loader = utils.DeviceLoader(*id_images(1000), batch_size=128, shuffle=True, seed=0)
+    batches = epoch_ids(loader)
+    assert len(loader) == len(batches) == math.ceil(1000 / 128)
+    assert [len(b) for b in batches] == [128] * 7 + [1000 - 7 * 128]
+    assert sorted(torch.cat(batches).tolist()) == list(range(1000))
+
+
+def test_device_loader_reshuffles_each_epoch_and_keeps_labels():
+    loader = utils.DeviceLoader(*id_images(500), batch_size=100, shuffle=True, seed=0)
+    first, second = torch.cat(epoch_ids(loader)), torch.cat(epoch_ids(loader))
+    assert not torch.equal(first, second)
+    assert not torch.equal(first, torch.arange(500))
+    for x, y in loader:
+        assert torch.equal(x[:, 0, 0, 0].long() % 10, y)
+
+
+def test_device_loader_without_shuffle_keeps_order():
+    loader = utils.DeviceLoader(*id_images(250), batch_size=100, shuffle=False)
+    assert torch.equal(torch.cat(epoch_ids(loader)), torch.arange(250))
+
+
+def test_device_loader_is_reproducible_from_its_seed():
+    images, labels = synthetic_digits(300, seed=5)
+    runs = []
+    for _ in range(2):
+        loader = utils.DeviceLoader(torch.from_numpy(images), torch.from_numpy(labels).long(), batch_size=64,
+                                    rotation=15, seed=7)
+        runs.append([x for epoch in range(2) for x, _ in loader])
+    assert all(torch.equal(a, b) for a, b in zip(*runs))
+    other = utils.DeviceLoader(torch.from_numpy(images), torch.from_numpy(labels).long(), batch_size=64,
+                               rotation=15, seed=8)
+    assert not torch.equal(next(iter(other))[0], runs[0][0])
+
+
+def test_device_loader_draws_one_angle_per_sample_within_range(monkeypatch):
+    seen = []
+    real_rotate = utils.rotate
+
+    def spy(images, degrees):
+        seen.append(degrees.clone())
+        return real_rotate(images, degrees)
+
+    monkeypatch.setattr(utils, "rotate", spy)
+    loader = utils.DeviceLoader(*id_images(2000), batch_size=500, rotation=7.0, seed=0)
+    list(loader)
+    angles = torch.cat(seen)
+    assert len(angles) == 2000
+    assert angles.abs().max() <= 7.0 and angles.max() > 6.5 and angles.min() < -6.5
+    assert len(torch.unique(angles)) > 1990  # per sample, not per batch
+
+
+def test_rotation_keeps_the_background_black():
+    images = utils.normalize(torch.from_numpy(synthetic_digits(8, seed=3)[0]))
+    turned = utils.rotate(images, torch.full((8,), 45.0))
+    assert turned.min() >= utils.BLACK - 1e-5
+    assert torch.allclose(turned[..., 0, 0], torch.full((8, 1), utils.BLACK), atol=1e-5)  # corners came from outside
+    empty = torch.full((2, 1, 28, 28), utils.BLACK)
+    assert torch.allclose(utils.rotate(empty, torch.tensor([30.0, -30.0])), empty, atol=1e-5)
+
+
+@pytest.mark.parametrize("angle", [-7.0, 3.0, 10.0, 30.0])
+def test_both_pipelines_rotate_the_same_way(angle):
+    image = synthetic_digits(1, seed=4)[0][0]
+    conventional = utils.conventional_transform(0.0)(
+        TF.rotate(Image.fromarray(image), angle, interpolation=InterpolationMode.BILINEAR, fill=0))
+    device = utils.rotate(utils.normalize(torch.from_numpy(image[None])), torch.tensor([angle]))[0]
+    mirrored = utils.rotate(utils.normalize(torch.from_numpy(image[None])), torch.tensor([-angle]))[0]
+    diff = (conventional - device).abs()
+    assert diff.mean() < 0.02 and diff.max() < 0.15  # PIL rounds to uint8 before normalising
+    assert (conventional - mirrored).abs().mean() > 10 * diff.mean()
+
+
+def test_conventional_transform_uses_black_fill_and_bilinear():
+    rotation = utils.conventional_transform(5.0).transforms[0]
+    assert rotation.degrees == [-5.0, 5.0]
+    assert rotation.fill == 0 and rotation.interpolation == InterpolationMode.BILINEAR
+
+
+def test_both_pipelines_normalise_identically(mnist_root):
+    dev_train, dev_test = utils.make_loaders(mnist_root, "device", batch_size=50, download=False)
+    conv_train, conv_test = utils.make_loaders(mnist_root, "conventional", batch_size=50, download=False,
+                                               num_workers=0)
+    (xd, yd), (xc, yc) = next(iter(dev_test)), next(iter(conv_test))
+    assert xd.shape == xc.shape == (200, 1, 28, 28)
+    assert torch.allclose(xd, xc, atol=1e-6) and torch.equal(yd, yc)
+    assert len(dev_train) == len(conv_train) == 12
+    for loader in (dev_train, conv_train):
+        seen = torch.cat([y for _, y in loader])
+        assert len(seen) == 600
+        assert torch.equal(seen.sort().values, utils.load_mnist(mnist_root, download=False).targets.sort().values)
+
+
+def test_holdout_evaluates_on_the_last_training_images(mnist_root):
+    for pipeline in ("device", "conventional"):
+        train, held = utils.make_loaders(mnist_root, pipeline, batch_size=100, download=False, holdout=100)
+        assert sum(len(y) for _, y in train) == 500
+        labels = torch.cat([y for _, y in held])
+        assert torch.equal(labels, torch.from_numpy(synthetic_digits(600, seed=1)[1][500:]).long())
+
+
+def test_unknown_pipeline_is_refused(mnist_root):
+    with pytest.raises(ValueError, match="unknown pipeline"):
+        utils.make_loaders(mnist_root, "magic", download=False)
+
+
+def test_real_mnist_loads(real_mnist):
+    train = utils.load_mnist(real_mnist, train=True, download=False)
+    test = utils.load_mnist(real_mnist, train=False, download=False)
+    assert train.data.shape == (60000, 28, 28) and test.data.shape == (10000, 28, 28)
+    assert np.bincount(train.targets.numpy()).min() > 5000

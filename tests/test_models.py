@@ -1,0 +1,67 @@
+"""Every S7 model: budget, building blocks, shapes, gradients, receptive field, and no import side effects."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+import model
+import utils
+from conftest import ROOT
+
+MODELS = [model.Model_1, model.Model_2, model.Model_3]
+
+
+@pytest.mark.parametrize("cls", MODELS, ids=lambda c: c.__name__)
+def test_under_the_parameter_budget(cls):
+    assert utils.count_parameters(cls()) < 8000
+
+
+@pytest.mark.parametrize("cls", MODELS, ids=lambda c: c.__name__)
+def test_uses_batchnorm_dropout_and_global_average_pooling(cls):
+    kinds = {type(m) for m in cls().modules()}
+    assert {nn.BatchNorm2d, nn.Dropout, nn.AdaptiveAvgPool2d} <= kinds
+    assert nn.Linear not in kinds  # no flatten into a big fully connected layer
+
+
+@pytest.mark.parametrize("cls", MODELS, ids=lambda c: c.__name__)
+def test_outputs_logits_and_every_parameter_learns(cls):
+    torch.manual_seed(0)
+    net = cls()
+    out = net(torch.randn(4, 1, 28, 28))
+    assert out.shape == (4, 10) and torch.isfinite(out).all()
+    nn.functional.cross_entropy(out, torch.arange(4)).backward()
+    for name, p in net.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("cls", MODELS, ids=lambda c: c.__name__)
+def test_receptive_field_table_matches_gradient_measurement(cls):
+    net = cls()
+    rows = utils.receptive_field(net)
+    assert rows[-1].rf >= 28  # the classifier sees the whole digit
+    for row in rows[1:]:
+        if row.kind == "AdaptiveAvgPool2d" or row.layer == "head":
+            assert utils.measured_receptive_field(net, row.layer, 28) == min(row.rf, 28)
+        else:
+            assert utils.measured_receptive_field(net, row.layer, row.rf + 30) == row.rf, row.layer
+
+
+def test_import_has_no_side_effects(tmp_path):
+    code = "import model, utils, train"
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(ROOT), "PATH": ""})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and list(tmp_path.iterdir()) == []
+
+
+def test_summary_runs_on_a_model_in_train_mode_without_touching_it(capsys):
+    net = model.Model_3()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    utils.summary(net)
+    assert f"Total params: {utils.count_parameters(net):,}" in capsys.readouterr().out
+    assert net.training
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())

@@ -1,0 +1,42 @@
+"""Receptive-field arithmetic against the RF measured with gradients, on nets with every layer kind."""
+from __future__ import annotations
+
+import pytest
+from torch import nn
+
+import utils
+
+NETS = {
+    "plain 3x3": nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 2, 3), nn.Conv2d(2, 2, 3)),
+    "max-pool": nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.Conv2d(2, 2, 3), nn.Conv2d(2, 2, 3)),
+    "strided and padded": nn.Sequential(nn.Conv2d(1, 2, 3, stride=2, padding=1), nn.Conv2d(2, 2, 5, padding=2),
+                                        nn.AvgPool2d(3, stride=2), nn.Conv2d(2, 2, 3)),
+    "dilated, 1x1": nn.Sequential(nn.Conv2d(1, 2, 3, dilation=2), nn.Conv2d(2, 2, 1), nn.MaxPool2d(2),
+                                  nn.Conv2d(2, 2, 3), nn.BatchNorm2d(2), nn.Dropout(0.1)),
+}
+
+
+@pytest.mark.parametrize("name", NETS)
+def test_computed_rf_equals_measured_rf(name):
+    net = NETS[name]
+    for row in utils.receptive_field(net, 64)[1:]:
+        assert utils.measured_receptive_field(net, row.layer, 64) == row.rf, row
+
+
+def test_known_values():
+    rows = utils.receptive_field(NETS["max-pool"], 28)
+    assert [(r.n, r.jump, r.rf) for r in rows] == [(28, 1, 1), (26, 1, 3), (13, 2, 4), (11, 2, 8), (9, 2, 12)]
+    rows = utils.receptive_field(NETS["strided and padded"], 28)
+    assert [(r.n, r.jump, r.rf) for r in rows[1:]] == [(14, 2, 3), (14, 2, 11), (6, 4, 15), (4, 4, 23)]
+
+
+def test_global_average_pool_covers_the_map():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(1))
+    rows = utils.receptive_field(net, 28)
+    assert (rows[-1].n, rows[-1].rf) == (1, 4 + (13 - 1) * 2)
+    assert utils.measured_receptive_field(net, "2", 28) == 28
+
+
+def test_table_has_a_row_per_layer():
+    table = utils.rf_table(utils.receptive_field(NETS["plain 3x3"]))
+    assert table.count("\n") == 1 + 4 and "| 0 | Conv2d | 3 | 1 | 0 | 26 | 1 | 3 |" in table

@@ -1,0 +1,130 @@
+"""Training loops, schedules, seeding and the per-epoch log."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from torch import nn
+
+import model
+import utils
+
+CPU = torch.device("cpu")
+
+
+def tiny_net() -> nn.Module:
+    return nn.Sequential(model.conv_block(1, 8), nn.MaxPool2d(2), model.conv_block(8, 16),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+
+
+def test_a_tiny_model_learns_the_synthetic_task(mnist_root):
+    history = utils.train_model(tiny_net(), utils.Config(epochs=4, batch_size=32, lr=0.05), mnist_root, CPU,
+                                download=False, log=None)
+    assert history.test_acc[-1] > 80.0  # chance is 10 %
+    assert history.train_loss[-1] < history.train_loss[0]
+
+
+def test_same_seed_gives_the_same_history(mnist_root):
+    cfg = utils.Config(epochs=2, batch_size=64, lr=0.05, rotation=10.0, schedule="onecycle", seed=3)
+    a, b = (utils.train_model(model.Model_1(), cfg, mnist_root, CPU, download=False, log=None) for _ in range(2))
+    a.seconds = b.seconds = []
+    assert a == b
+    c = utils.train_model(model.Model_1(), utils.recipe("Model_1", **{**vars(cfg), "seed": 4}), mnist_root, CPU,
+                          download=False, log=None)
+    assert c.train_loss != a.train_loss
+
+
+class CountingOneCycle(torch.optim.lr_scheduler.OneCycleLR):
+    steps = 0
+
+    def step(self, *args, **kwargs):
+        type(self).steps += 1
+        super().step(*args, **kwargs)
+
+
+class CountingStepLR(torch.optim.lr_scheduler.StepLR):
+    steps = 0
+
+    def step(self, *args, **kwargs):
+        type(self).steps += 1
+        super().step(*args, **kwargs)
+
+
+def test_per_batch_and_per_epoch_schedulers_step_the_right_number_of_times(mnist_root):
+    train, test = utils.make_loaders(mnist_root, batch_size=100, download=False)
+    net = tiny_net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    CountingOneCycle.steps = 0
+    history = utils.fit(net, train, test, opt, 3, CPU, CountingOneCycle(opt, 0.1, epochs=3, steps_per_epoch=6),
+                        log=None)
+    assert CountingOneCycle.steps - 1 == 3 * len(train)  # one step happens in the constructor
+    assert history.lr[0] == pytest.approx(0.1 / 25)
+
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    CountingStepLR.steps = 0
+    history = utils.fit(net, train, test, opt, 3, CPU, CountingStepLR(opt, step_size=1, gamma=0.5), log=None)
+    assert CountingStepLR.steps - 1 == 3
+    assert history.lr == pytest.approx([0.1, 0.05, 0.025])
+
+
+def test_recipes_build_their_schedules():
+    net = tiny_net()
+    assert utils.make_optimizer(net, utils.Config(schedule="constant"), 10)[1] is None
+    assert isinstance(utils.make_optimizer(net, utils.Config(schedule="onecycle"), 10)[1],
+                      torch.optim.lr_scheduler.OneCycleLR)
+    with pytest.raises(ValueError, match="unknown schedule"):
+        utils.make_optimizer(net, utils.Config(schedule="sometimes"), 10)
+    with pytest.raises(TypeError, match="unknown config"):
+        utils.recipe("Model_3", learning_rate=1)
+
+
+def test_a_nan_loss_stops_training_with_a_clear_message(mnist_root):
+    class Broken(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(1))
+
+        def forward(self, x):
+            return x.flatten(1)[:, :10] * self.w * float("nan")
+
+    train, test = utils.make_loaders(mnist_root, batch_size=100, download=False)
+    net = Broken()
+    with pytest.raises(utils.TrainingDiverged, match="lower the learning rate"):
+        utils.fit(net, train, test, torch.optim.SGD(net.parameters(), lr=0.1), 2, CPU, log=None)
+
+
+def test_every_epoch_prints_one_fixed_format_line(mnist_root):
+    lines = []
+    history = utils.train_model(tiny_net(), utils.Config(epochs=2, batch_size=100), mnist_root, CPU,
+                                download=False, log=lines.append)
+    epoch_lines = [line for line in lines if line.startswith("epoch")]
+    assert len(epoch_lines) == 2
+    pattern = (r"epoch +(\d+)/2 \| train loss [\d.]+ acc +([\d.]+)% \| test loss [\d.]+ acc +([\d.]+)% "
+               r"\| lr [\d.]+ \| +[\d.]+s")
+    for i, line in enumerate(epoch_lines):
+        match = re.fullmatch(pattern, line)
+        assert match, line
+        assert float(match.group(3)) == pytest.approx(history.test_acc[i], abs=0.005)
+    assert lines[0].startswith("config: epochs=2")
+
+
+def test_last_epochs_summary():
+    acc = [98.0, 99.0, 99.41, 99.3, 99.5, 99.45, 99.42, 99.6]
+    s = utils.last_epochs_summary(acc, k=5)
+    assert s == {"best": 99.6, "last": 99.6, "min_last5": 99.3, "mean_last5": pytest.approx(99.454),
+                 "first_at_target": 3}
+    assert utils.last_epochs_summary([90.0, 95.0])["first_at_target"] is None
+
+
+def test_device_pipeline_and_conventional_pipeline_both_train(mnist_root):
+    for pipeline in ("device", "conventional"):
+        h = utils.train_model(tiny_net(), utils.Config(epochs=3, batch_size=32, lr=0.05, rotation=5.0,
+                                                       pipeline=pipeline), mnist_root, CPU, download=False, log=None)
+        assert h.test_acc[-1] > 50.0, pipeline
+
+
+def test_real_mnist_trains_well_above_chance(real_mnist):
+    cfg = utils.recipe("Model_3", epochs=1, holdout=1000)
+    history = utils.train_model(model.Model_3(), cfg, real_mnist, CPU, download=False, subset=6000, log=None)
+    assert history.test_acc[-1] > 85.0

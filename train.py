@@ -1,0 +1,196 @@
+"""Train an S7 model from the command line, over one or several seeds.
+
+    python train.py --model Model_3 --epochs 15 --seeds 1 2 3 4 5 --data-dir data --out results
+
+Each (model, seed) run writes ``<out>/<model>_seed<seed>.json`` (config, device, library versions, parameter
+count, per-epoch metrics, wall time; written atomically) and its final weights ``<out>/<model>_seed<seed>.pt``
+(a ``state_dict``; load it with ``torch.load(path, weights_only=True)``). A seed whose JSON already exists is
+skipped, so a killed multi-seed run resumes where it stopped. The defaults of every training option are the
+model's recipe in ``utils.RECIPES``. Bad input gets one line on stderr and exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+
+import model as models
+import utils
+
+MODELS = ("Model_1", "Model_2", "Model_3")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2: no usage dump
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value > 0 or (kind is float and not value < float("inf")):
+            raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+        return value
+    return parse
+
+
+def _angle(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 180:
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 180 degrees")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(description="Train an S7 MNIST model; defaults come from the model's recipe (utils.RECIPES).",
+                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default="Model_3", choices=MODELS, help="architecture from model.py")
+    p.add_argument("--epochs", type=_positive(int), help="epochs (recipe: 15)")
+    p.add_argument("--batch-size", type=_positive(int), help="training batch size (recipe: 128)")
+    p.add_argument("--lr", type=_positive(float), help="constant LR, or OneCycle's peak LR (recipe)")
+    p.add_argument("--rotation", type=_angle, help="max rotation in degrees for augmentation (recipe)")
+    p.add_argument("--seed", type=_seed, help="one seed (same as --seeds N)")
+    p.add_argument("--seeds", type=_seed, nargs="+", help="several seeds, run one after another")
+    p.add_argument("--pipeline", choices=("device", "conventional"), default="device",
+                   help="device-resident tensors or torchvision transforms + DataLoader")
+    p.add_argument("--holdout", type=_seed, default=0,
+                   help="evaluate on the last N training images instead of the test set (for tuning)")
+    p.add_argument("--subset", type=_positive(int), help="use only the first N images of each split (smoke runs)")
+    p.add_argument("--device", help="cuda, mps or cpu (default: best available)")
+    p.add_argument("--data-dir", default="data", help="folder holding MNIST/raw (downloaded there if missing)")
+    p.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
+    p.add_argument("--out", default="results", help="folder for the per-seed JSON files and weights")
+    return p
+
+
+def run_one(name: str, cfg: utils.Config, args: argparse.Namespace, device: torch.device, out: Path) -> dict:
+    """Train one seed and write its JSON and weights; returns the JSON payload."""
+    net = getattr(models, name)()
+    start = time.perf_counter()
+    history = utils.train_model(net, cfg, args.data_dir, device, download=not args.no_download,
+                                subset=args.subset)
+    wall = time.perf_counter() - start
+    payload = {
+        "model": name,
+        "seed": cfg.seed,
+        "config": _config_record(cfg, args),
+        "evaluated_on": f"last {cfg.holdout} training images" if cfg.holdout else "test set",
+        "device": _device_name(device),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "torchvision": torchvision.__version__},
+        "parameters": utils.count_parameters(net),
+        "wall_seconds": round(wall, 2),
+        "summary": utils.last_epochs_summary(history.test_acc),
+        "history": history.to_dict(),
+    }
+    stem = out / f"{name}_seed{cfg.seed}"
+    weights_tmp = stem.with_suffix(".pt.tmp")
+    torch.save(net.state_dict(), weights_tmp)
+    weights_tmp.replace(stem.with_suffix(".pt"))
+    utils.write_json_atomic(stem.with_suffix(".json"), payload)  # last: its presence marks the seed done
+    return payload
+
+
+def _config_record(cfg: utils.Config, args: argparse.Namespace) -> dict:
+    """What identifies a run: the recipe plus the data subset."""
+    return dict(vars(cfg), subset=args.subset)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def results_table(payloads: list[dict], target: float = utils.TARGET_ACC) -> str:
+    """Per seed: best, last, min and mean of the last 5 epochs, first epoch >= target; then mean +- std."""
+    head = f"{'seed':>6} {'best':>7} {'last':>7} {'min last5':>10} {'mean last5':>11} {'first>=' + str(target):>12}"
+    lines = [head]
+    for p in payloads:
+        s = p["summary"]
+        lines.append(f"{p['seed']:>6} {s['best']:7.2f} {s['last']:7.2f} {s['min_last5']:10.2f} "
+                     f"{s['mean_last5']:11.2f} {str(s['first_at_target'] or '-'):>12}")
+    if len(payloads) > 1:
+        def stat(key: str) -> str:
+            values = [p["summary"][key] for p in payloads]
+            return f"{statistics.mean(values):.2f}±{statistics.stdev(values):.2f}"
+        lines.append(f"{'mean':>6} {stat('best'):>7} {stat('last'):>7} {stat('min_last5'):>10} "
+                     f"{stat('mean_last5'):>11}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.seed is not None and args.seeds:
+        parser.error("give --seed or --seeds, not both")
+    seeds = args.seeds or [args.seed if args.seed is not None else utils.RECIPES[args.model].seed]
+    overrides = {k: v for k, v in dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                       rotation=args.rotation).items() if v is not None}
+    overrides |= {"pipeline": args.pipeline, "holdout": args.holdout}
+    try:
+        device = utils.get_device(args.device)
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError) as err:
+        parser.error(f"device {args.device!r} is not usable here ({str(err).splitlines()[0]}); "
+                     f"use cuda, mps or cpu")
+    try:  # fail on missing data before anything is written
+        utils.load_mnist(args.data_dir, True, not args.no_download)
+        utils.load_mnist(args.data_dir, False, not args.no_download)
+    except utils.DataError as err:
+        parser.error(str(err))
+
+    out = Path(args.out)
+    configs = {seed: utils.recipe(args.model, seed=seed, **overrides) for seed in seeds}
+    finished = {}
+    for seed, cfg in configs.items():  # decide everything before training: a clash must not cost a run
+        path = out / f"{args.model}_seed{seed}.json"
+        if path.exists():
+            payload = json.loads(path.read_text())
+            if payload.get("config") != _config_record(cfg, args):
+                parser.error(f"{path} holds a run with other settings; move it away or pick another --out")
+            finished[seed] = payload
+
+    payloads = []
+    for seed, cfg in configs.items():
+        if seed in finished:
+            print(f"{args.model} seed {seed}: already done in {out}, skipped")
+            payloads.append(finished[seed])
+            continue
+        print(f"\n== {args.model}, seed {seed} ==")
+        try:
+            payloads.append(run_one(args.model, cfg, args, device, out))
+        except utils.TrainingDiverged as err:
+            print(f"{parser.prog}: error: {err}", file=sys.stderr)
+            return 1
+    where = "validation" if args.holdout else "test"
+    print(f"\n{args.model}: {where} accuracy (%) over {len(payloads)} seed(s), {cfg.epochs} epochs")
+    print(results_table(payloads))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
