@@ -1,9 +1,10 @@
 VENV ?= .venv
 PYTHON ?= python3
 DATA ?= data
+STEPS ?= 1 2 3
 PY := $(VENV)/bin/python
 
-.PHONY: train test bench clean
+.PHONY: train test notebooks clean
 
 # Each stamp is refreshed when its requirements file changes; pip then installs only what is missing.
 $(VENV)/.runtime: requirements.txt
@@ -26,3 +27,13 @@ test: $(VENV)/.dev
 
 clean:
 	rm -rf $(VENV) .pytest_cache __pycache__ tests/__pycache__
+
+# Papermill leaves timestamps in the metadata; the committed notebooks keep only what renders.
+NB_CLEAN = import nbformat, sys; nb = nbformat.read(sys.argv[1], 4); nb.metadata.pop("papermill", None); \
+	[c.metadata.pop(k, None) for c in nb.cells for k in ("execution", "papermill")]; nbformat.write(nb, sys.argv[1])
+
+## make notebooks [DATA=...]: execute the three notebooks in place (full runs; results/ and assets/ refreshed)
+notebooks: $(VENV)/.dev
+	for n in $(STEPS); do \
+	  $(PY) -m papermill --cwd . -k python3 S7_Step$$n.ipynb S7_Step$$n.ipynb -p DATA_DIR $(DATA) -p SAVE True \
+	  && $(PY) -c '$(NB_CLEAN)' S7_Step$$n.ipynb || exit 1; done

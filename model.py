@@ -88,8 +88,8 @@ class Model_2(_StagedNet):
             conv_block(16, 8, kernel_size=1, dropout=dropout),  # 12->12, RF 6
         )
         self.block2 = nn.Sequential(
-            conv_block(8, 12, dropout=dropout),   # 12->10, RF 10
-            conv_block(12, 16, dropout=dropout),  # 10->8,  RF 14
+            conv_block(8, 16, dropout=dropout),   # 12->10, RF 10
+            conv_block(16, 16, dropout=dropout),  # 10->8,  RF 14
             conv_block(16, 16, dropout=dropout),  # 8->6,   RF 18
         )
         self.gap = nn.AdaptiveAvgPool2d(1)        # 6->1,   RF 28

@@ -27,12 +27,12 @@ import utils
 MODELS = ("Model_1", "Model_2", "Model_3")
 
 
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2: no usage dump
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _positive(kind):
+def positive(kind):
     def parse(text: str):
         try:
             value = kind(text)
@@ -65,12 +65,12 @@ def _seed(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(description="Train an S7 MNIST model; defaults come from the model's recipe (utils.RECIPES).",
+    p = Parser(description="Train an S7 MNIST model; defaults come from the model's recipe (utils.RECIPES).",
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="Model_3", choices=MODELS, help="architecture from model.py")
-    p.add_argument("--epochs", type=_positive(int), help="epochs (recipe: 15)")
-    p.add_argument("--batch-size", type=_positive(int), help="training batch size (recipe: 128)")
-    p.add_argument("--lr", type=_positive(float), help="constant LR, or OneCycle's peak LR (recipe)")
+    p.add_argument("--epochs", type=positive(int), help="epochs (recipe: 15)")
+    p.add_argument("--batch-size", type=positive(int), help="training batch size (recipe: 128)")
+    p.add_argument("--lr", type=positive(float), help="constant LR, or OneCycle's peak LR (recipe)")
     p.add_argument("--rotation", type=_angle, help="max rotation in degrees for augmentation (recipe)")
     p.add_argument("--seed", type=_seed, help="one seed (same as --seeds N)")
     p.add_argument("--seeds", type=_seed, nargs="+", help="several seeds, run one after another")
@@ -78,12 +78,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="device-resident tensors or torchvision transforms + DataLoader")
     p.add_argument("--holdout", type=_seed, default=0,
                    help="evaluate on the last N training images instead of the test set (for tuning)")
-    p.add_argument("--subset", type=_positive(int), help="use only the first N images of each split (smoke runs)")
+    p.add_argument("--subset", type=positive(int), help="use only the first N images of each split (smoke runs)")
     p.add_argument("--device", help="cuda, mps or cpu (default: best available)")
     p.add_argument("--data-dir", default="data", help="folder holding MNIST/raw (downloaded there if missing)")
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
     p.add_argument("--out", default="results", help="folder for the per-seed JSON files and weights")
     return p
+
+
+def usable_device(parser: argparse.ArgumentParser, name: str | None) -> torch.device:
+    """The device called ``name`` (default: the best available), or a one-line error if it cannot be used."""
+    try:
+        device = utils.get_device(name)
+        torch.empty(1, device=device)
+    except (RuntimeError, AssertionError) as err:
+        parser.error(f"device {name!r} is not usable here ({str(err).splitlines()[0]}); use cuda, mps or cpu")
+    return device
+
+
+def require_data(parser: argparse.ArgumentParser, data_dir: str, download: bool) -> None:
+    """Both MNIST splits under ``data_dir`` (fetched if ``download``), or a one-line error: before any output."""
+    try:
+        utils.load_mnist(data_dir, True, download)
+        utils.load_mnist(data_dir, False, download)
+    except utils.DataError as err:
+        parser.error(str(err))
 
 
 def run_one(name: str, cfg: utils.Config, args: argparse.Namespace, device: torch.device, out: Path) -> dict:
@@ -98,7 +117,7 @@ def run_one(name: str, cfg: utils.Config, args: argparse.Namespace, device: torc
         "seed": cfg.seed,
         "config": _config_record(cfg, args),
         "evaluated_on": f"last {cfg.holdout} training images" if cfg.holdout else "test set",
-        "device": _device_name(device),
+        "device": utils.device_name(device),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "torchvision": torchvision.__version__},
         "parameters": utils.count_parameters(net),
@@ -106,6 +125,7 @@ def run_one(name: str, cfg: utils.Config, args: argparse.Namespace, device: torc
         "summary": utils.last_epochs_summary(history.test_acc),
         "history": history.to_dict(),
     }
+    out.mkdir(parents=True, exist_ok=True)
     stem = out / f"{name}_seed{cfg.seed}"
     weights_tmp = stem.with_suffix(".pt.tmp")
     torch.save(net.state_dict(), weights_tmp)
@@ -117,12 +137,6 @@ def run_one(name: str, cfg: utils.Config, args: argparse.Namespace, device: torc
 def _config_record(cfg: utils.Config, args: argparse.Namespace) -> dict:
     """What identifies a run: the recipe plus the data subset."""
     return dict(vars(cfg), subset=args.subset)
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 def results_table(payloads: list[dict], target: float = utils.TARGET_ACC) -> str:
@@ -151,17 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                        rotation=args.rotation).items() if v is not None}
     overrides |= {"pipeline": args.pipeline, "holdout": args.holdout}
-    try:
-        device = utils.get_device(args.device)
-        torch.empty(1, device=device)
-    except (RuntimeError, AssertionError) as err:
-        parser.error(f"device {args.device!r} is not usable here ({str(err).splitlines()[0]}); "
-                     f"use cuda, mps or cpu")
-    try:  # fail on missing data before anything is written
-        utils.load_mnist(args.data_dir, True, not args.no_download)
-        utils.load_mnist(args.data_dir, False, not args.no_download)
-    except utils.DataError as err:
-        parser.error(str(err))
+    device = usable_device(parser, args.device)
+    require_data(parser, args.data_dir, not args.no_download)
 
     out = Path(args.out)
     configs = {seed: utils.recipe(args.model, seed=seed, **overrides) for seed in seeds}

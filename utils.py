@@ -14,8 +14,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Iterator
@@ -26,7 +28,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
-from tqdm.auto import tqdm
 
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
@@ -243,6 +244,13 @@ def recipe(model_name: str, **overrides) -> Config:
     return Config(**{**asdict(base), **overrides})
 
 
+def loaders(cfg: Config, data_dir: str | Path = "data", device: torch.device | str = "cpu", download: bool = True,
+            subset: int | None = None) -> tuple[object, object]:
+    """:func:`make_loaders` with the pipeline, batch size, rotation, seed and holdout of ``cfg``."""
+    return make_loaders(data_dir, cfg.pipeline, cfg.batch_size, cfg.rotation, cfg.seed, device, download, subset,
+                        holdout=cfg.holdout)
+
+
 def make_optimizer(model: nn.Module, cfg: Config, steps_per_epoch: int):
     """SGD with momentum and the schedule ``cfg.schedule``; returns ``(optimizer, scheduler or None)``."""
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -305,6 +313,25 @@ class History:
                 f"| lr {self.lr[i]:.5f} | {self.seconds[i]:5.1f}s")
 
 
+def _progress(iterable, desc: str):
+    """A transient per-batch bar: a widget in Colab/Jupyter, text in a terminal, nothing in a redirected log."""
+    from tqdm import TqdmWarning
+
+    with warnings.catch_warnings():  # without ipywidgets tqdm.auto warns, then falls back to the text bar
+        warnings.simplefilter("ignore", TqdmWarning)
+        from tqdm.auto import tqdm
+    return tqdm(iterable, desc=desc, leave=False, mininterval=1.0, disable=None)
+
+
+def device_name(device: torch.device) -> str:
+    """A readable name for logs and results: the GPU model, or the CPU and its thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return device.type
+
+
 def _print(line: str) -> None:
     print(line, flush=True)  # flushed, so that logs of background runs are live
 
@@ -326,7 +353,7 @@ def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, devi
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
-    bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, mininterval=1.0, disable=None)
+    bar = _progress(loader, f"epoch {epoch}")
     for step, (x, y) in enumerate(bar):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
@@ -396,14 +423,13 @@ def train_model(model: nn.Module, cfg: Config, data_dir: str | Path = "data", de
     """Seed, build the loaders, optimiser and schedule of ``cfg``, and ``fit``: one run of a step's recipe."""
     device = device or get_device()
     set_seed(cfg.seed)
-    train_loader, test_loader = make_loaders(data_dir, cfg.pipeline, cfg.batch_size, cfg.rotation, cfg.seed,
-                                             device, download, subset, holdout=cfg.holdout)
+    train_loader, test_loader = loaders(cfg, data_dir, device, download, subset)
     set_seed(cfg.seed)  # the weights do not depend on how much randomness the loaders consumed
     model.apply(_reset)
     model.to(device)
     optimizer, scheduler = make_optimizer(model, cfg, len(train_loader))
     if log:
-        log(f"{cfg}\ndevice: {device} | parameters: {count_parameters(model):,}")
+        log(f"{cfg}\ndevice: {device_name(device)} | parameters: {count_parameters(model):,}")
     return fit(model, train_loader, test_loader, optimizer, cfg.epochs, device, scheduler, log=log)
 
 

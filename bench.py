@@ -1,0 +1,156 @@
+"""Speed of the two input pipelines, side by side in one run, against the arithmetic floor.
+
+    python bench.py --model Model_3 --epochs 3 --data-dir data
+
+Trains the same model with the same recipe through both pipelines, alternating epoch by epoch (device,
+conventional, device, ...) so that both see the same machine state, and times the training epoch and the
+evaluation separately. The floor is what the model's arithmetic alone would cost: forward+backward
+multiply-adds per image (3x the forward ones) x 60,000 / the multiply-adds per second this device reaches
+on a large matrix product. Results go to ``<out>/bench_<device>.json`` (written atomically).
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+import model as models
+import train
+import utils
+
+
+def conv_macs(net: nn.Module, input_size: tuple[int, int, int] = (1, 28, 28)) -> int:
+    """Multiply-adds of one forward pass of one image through every Conv2d and Linear layer."""
+    total = 0
+
+    def hook(module: nn.Module, inputs, output: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+            total += output[0].numel() * k
+        else:
+            total += module.in_features * module.out_features
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was_training = net.training
+    net.eval()
+    with torch.no_grad():
+        net(torch.zeros(1, *input_size, device=next(net.parameters()).device))
+    net.train(was_training)
+    for h in handles:
+        h.remove()
+    return total
+
+
+def matmul_macs_per_second(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
+    """Multiply-adds per second of an ``n x n`` float32 matrix product on ``device`` (best of ``repeats``)."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    best = float("inf")
+    for _ in range(repeats + 1):  # the first is a warm-up
+        _sync(device)
+        start = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return n ** 3 / best
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device) -> tuple[float, object]:
+    _sync(device)
+    start = time.perf_counter()
+    value = fn()
+    _sync(device)
+    return time.perf_counter() - start, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = train.Parser(description="Time the device-resident and the conventional pipeline side by side.",
+                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default="Model_3", choices=train.MODELS, help="architecture from model.py")
+    p.add_argument("--epochs", type=train.positive(int), default=3, help="timed epochs per pipeline")
+    p.add_argument("--batch-size", type=train.positive(int), help="training batch size (recipe: 128)")
+    p.add_argument("--workers", type=int, help="DataLoader workers for the conventional pipeline "
+                                               "(default: 2 on CUDA, 0 on CPU)")
+    p.add_argument("--subset", type=train.positive(int), help="only the first N images (smoke runs)")
+    p.add_argument("--device", help="cuda, mps or cpu (default: best available)")
+    p.add_argument("--data-dir", default="data", help="folder holding MNIST/raw (downloaded there if missing)")
+    p.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
+    p.add_argument("--out", default="results", help="folder for bench_<device>.json")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.workers is not None and args.workers < 0:
+        parser.error(f"--workers must be >= 0, got {args.workers}")
+    device = train.usable_device(parser, args.device)
+    train.require_data(parser, args.data_dir, not args.no_download)
+    cfg = utils.recipe(args.model, **({"batch_size": args.batch_size} if args.batch_size else {}))
+    print(cfg, f"\ndevice: {utils.device_name(device)}")
+
+    runs = {}
+    for pipeline in ("device", "conventional"):
+        utils.set_seed(cfg.seed)
+        net = getattr(models, args.model)().to(device)
+        train_loader, test_loader = utils.make_loaders(
+            args.data_dir, pipeline, cfg.batch_size, cfg.rotation, cfg.seed, device, not args.no_download,
+            args.subset, num_workers=args.workers)
+        optimizer, _ = utils.make_optimizer(net, utils.recipe(args.model, schedule="constant"), len(train_loader))
+        runs[pipeline] = dict(net=net, train=train_loader, test=test_loader, opt=optimizer, epoch=[], eval=[],
+                              acc=[], images=sum(len(y) for _, y in train_loader))
+    for epoch in range(1, args.epochs + 1):
+        for pipeline, r in runs.items():
+            seconds, _ = timed(lambda: utils.train_epoch(r["net"], r["train"], r["opt"], device, epoch=epoch), device)
+            eval_seconds, (_, acc) = timed(lambda: utils.evaluate(r["net"], r["test"], device), device)
+            r["epoch"].append(seconds)
+            r["eval"].append(eval_seconds)
+            r["acc"].append(acc)
+            print(f"epoch {epoch} | {pipeline:>12} | train {seconds:6.2f}s | eval {eval_seconds:5.2f}s | "
+                  f"test acc {acc:6.2f}%", flush=True)
+
+    macs = 3 * conv_macs(runs["device"]["net"])
+    rate = matmul_macs_per_second(device)
+    floor = macs * runs["device"]["images"] / rate
+    report = {}
+    for pipeline, r in runs.items():
+        median = statistics.median(r["epoch"])
+        report[pipeline] = {"epoch_seconds": r["epoch"], "median_epoch_seconds": median,
+                            "spread_seconds": [min(r["epoch"]), max(r["epoch"])],
+                            "images_per_second": r["images"] / median,
+                            "median_eval_seconds": statistics.median(r["eval"]), "test_acc": r["acc"]}
+    ratio = report["conventional"]["median_epoch_seconds"] / report["device"]["median_epoch_seconds"]
+    print(f"\n{'pipeline':>12} {'median s/epoch':>15} {'min-max':>13} {'images/s':>9} {'eval s':>7}")
+    for pipeline, r in report.items():
+        lo, hi = r["spread_seconds"]
+        print(f"{pipeline:>12} {r['median_epoch_seconds']:15.2f} {f'{lo:.2f}-{hi:.2f}':>13} "
+              f"{r['images_per_second']:9.0f} {r['median_eval_seconds']:7.2f}")
+    print(f"device-resident is {ratio:.2f}x faster per training epoch on {utils.device_name(device)}")
+    print(f"arithmetic floor: {macs / 1e6:.2f} M multiply-adds per image (fwd+bwd) x {runs['device']['images']:,} "
+          f"images / {rate / 1e9:.1f} G multiply-adds/s (matmul) = {floor:.2f}s per epoch "
+          f"(the device-resident epoch takes {report['device']['median_epoch_seconds'] / floor:.0f}x that)")
+
+    payload = {"model": args.model, "config": vars(cfg), "subset": args.subset, "device": utils.device_name(device),
+               "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                            "torchvision": torchvision.__version__},
+               "speedup": ratio, "macs_per_image_fwd_bwd": macs, "matmul_macs_per_second": rate,
+               "floor_epoch_seconds": floor, "pipelines": report}
+    name = "cpu" if device.type == "cpu" else utils.device_name(device).replace(" ", "_")
+    utils.write_json_atomic(Path(args.out) / f"bench_{name}.json", payload)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

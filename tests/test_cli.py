@@ -1,0 +1,92 @@
+"""train.py: error paths (one line, exit 2, nothing written), results files, resuming a multi-seed run."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import model
+import train
+from conftest import ROOT
+
+SMOKE = ["--epochs", "1", "--batch-size", "100", "--no-download", "--device", "cpu"]
+
+
+def run_cli(args: list[str], cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--model", "Model_9"], "invalid choice: 'Model_9'"),
+    (["--epochs", "0"], "must be a positive number"),
+    (["--epochs", "ten"], "is not a number"),
+    (["--lr", "-0.1"], "must be a positive number"),
+    (["--lr", "nan"], "must be a positive number"),
+    (["--rotation", "400"], "between 0 and 180"),
+    (["--seeds", "1", "-2"], "must be >= 0"),
+    (["--seed", "1", "--seeds", "2"], "not both"),
+    (["--device", "quantum"], "not usable here"),
+])
+def test_bad_arguments_get_one_line_and_exit_2(tmp_path, capsys, args, words):
+    with pytest.raises(SystemExit) as info:
+        train.main([*args, "--data-dir", str(tmp_path), "--out", str(tmp_path / "out"), "--no-download"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert err.count("\n") == 1 and words in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_data_is_one_line_without_traceback(tmp_path):
+    done = run_cli(["--data-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "out"), "--no-download"],
+                   tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert "MNIST not found" in done.stderr and "--data-dir" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_writes_results_and_weights_then_resumes(mnist_root, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["--model", "Model_1", "--seeds", "1", "2", "--data-dir", str(mnist_root), "--out", str(out), *SMOKE]
+    assert train.main(args) == 0
+    first = capsys.readouterr().out
+    assert "epoch  1/1 |" in first and "mean" in first.splitlines()[-1]
+    record = json.loads((out / "Model_1_seed1.json").read_text())
+    assert record["parameters"] == 4018 and record["config"]["seed"] == 1
+    assert len(record["history"]["test_acc"]) == 1 and record["evaluated_on"] == "test set"
+    assert {"torch", "torchvision", "python"} <= set(record["versions"])
+    net = model.Model_1()
+    net.load_state_dict(torch.load(out / "Model_1_seed1.pt", weights_only=True))
+    assert sorted(p.name for p in out.iterdir()) == ["Model_1_seed1.json", "Model_1_seed1.pt",
+                                                     "Model_1_seed2.json", "Model_1_seed2.pt"]
+
+    # a run killed during seed 2 left no JSON for it: only seed 2 is trained again
+    (out / "Model_1_seed2.json").unlink()
+    seed1 = (out / "Model_1_seed1.json").read_text()
+    assert train.main(args) == 0
+    again = capsys.readouterr().out
+    assert "seed 1: already done" in again and "== Model_1, seed 2 ==" in again
+    assert "== Model_1, seed 1 ==" not in again
+    assert (out / "Model_1_seed1.json").read_text() == seed1 and (out / "Model_1_seed2.json").exists()
+
+
+def test_refuses_to_overwrite_a_run_with_other_settings(mnist_root, tmp_path, capsys):
+    out = tmp_path / "out"
+    base = ["--model", "Model_1", "--data-dir", str(mnist_root), "--out", str(out), *SMOKE]
+    assert train.main(base) == 0
+    before = (out / "Model_1_seed1.json").read_text()
+    with pytest.raises(SystemExit) as info:
+        train.main([*base, "--lr", "0.5"])
+    assert info.value.code == 2 and "other settings" in capsys.readouterr().err
+    assert (out / "Model_1_seed1.json").read_text() == before
+
+
+def test_results_table_reports_each_seed_and_the_spread():
+    payloads = [{"seed": s, "summary": {"best": b, "last": b, "min_last5": b - 0.1, "mean_last5": b - 0.05,
+                                        "first_at_target": 9}} for s, b in ((1, 99.5), (2, 99.7))]
+    lines = train.results_table(payloads).splitlines()
+    assert len(lines) == 4 and lines[1].split()[:2] == ["1", "99.50"]
+    assert lines[-1].split()[:2] == ["mean", "99.60±0.14"]

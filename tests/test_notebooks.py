@@ -1,0 +1,93 @@
+"""The committed notebooks are real runs whose quoted numbers match their logs; each one still executes."""
+from __future__ import annotations
+
+import json
+import re
+
+import nbformat
+import pytest
+
+from conftest import ROOT
+
+STEPS = {1: "Model_1", 2: "Model_2", 3: "Model_3"}
+EPOCH_LINE = re.compile(r"epoch +(\d+)/(\d+) \| train loss [\d.]+ acc +([\d.]+)% \| test loss [\d.]+ acc +([\d.]+)% ")
+
+
+def read(step: int) -> nbformat.NotebookNode:
+    return nbformat.read(ROOT / f"S7_Step{step}.ipynb", as_version=4)
+
+
+def log(nb) -> list[tuple[int, int, float, float]]:
+    """(epoch, epochs, train acc, test acc) for every per-epoch line the notebook printed."""
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
+                   if o.output_type == "stream")
+    return [(int(e), int(n), float(tr), float(te)) for e, n, tr, te in EPOCH_LINE.findall(text)]
+
+
+def section(markdown: str, title: str) -> str:
+    match = re.search(rf"## {title}\n(.*?)(?=\n## |\Z)", markdown, re.S)
+    assert match, f"no '## {title}' section"
+    return match.group(1)
+
+
+def quoted(result: str, label: str) -> str:
+    match = re.search(rf"{label}: *\**([^*\n]+)", result)
+    assert match, f"Result does not quote '{label}'"
+    return match.group(1).strip()
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_notebook_is_a_complete_real_run(step):
+    nb = read(step)
+    head = nb.cells[0].source
+    for title in ("Target", "Result", "Analysis"):
+        assert section(head, title).strip(), title
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.execution_count for c in code), "not executed top to bottom"
+    assert not [o for c in code for o in c.outputs if o.output_type == "error"]
+    assert "widgets" not in nb.metadata and "papermill" not in nb.metadata
+    assert not [c for c in nb.cells if "execution" in c.metadata], "timestamps left in the cell metadata"
+    epochs = log(nb)
+    assert epochs and len(epochs) == epochs[-1][1] <= 15
+    assert [e for e, *_ in epochs] == list(range(1, len(epochs) + 1))
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_result_block_quotes_its_own_log(step):
+    nb = read(step)
+    epochs = log(nb)
+    test_acc = [te for *_, te in epochs]
+    result = section(nb.cells[0].source, "Result")
+    params = int(quoted(result, "Parameters").replace(",", ""))
+    assert f"parameters: {params:,}" in "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                                                 for o in c.outputs)
+    assert quoted(result, "Last 5 epochs \\(test %\\)").split(", ") == [f"{a:.2f}" for a in test_acc[-5:]]
+    best = max(test_acc)
+    assert quoted(result, "Best test accuracy").startswith(f"{best:.2f} % (epoch {test_acc.index(best) + 1})")
+    first = next((i + 1 for i, a in enumerate(test_acc) if a >= 99.4), None)
+    assert quoted(result, "First epoch ≥ 99.4 %") == str(first or "none")
+    assert quoted(result, "Train accuracy, last epoch").startswith(f"{epochs[-1][2]:.2f} %")
+
+
+def test_step3_reaches_the_target_in_each_of_its_last_five_epochs():
+    test_acc = [te for *_, te in log(read(3))]
+    assert len(test_acc) <= 15 and min(test_acc[-5:]) >= 99.4
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_saved_history_matches_the_notebook_log(step):
+    record = json.loads((ROOT / "results" / f"step{step}_notebook.json").read_text())
+    assert record["model"] == STEPS[step]
+    assert [f"{a:.2f}" for a in record["history"]["test_acc"]] == [f"{te:.2f}" for *_, te in log(read(step))]
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_notebook_executes_end_to_end(step, mnist_root, tmp_path):
+    papermill = pytest.importorskip("papermill")
+    out = tmp_path / f"S7_Step{step}.ipynb"
+    before = (ROOT / f"S7_Step{step}.ipynb").read_bytes()
+    papermill.execute_notebook(str(ROOT / f"S7_Step{step}.ipynb"), str(out), cwd=str(ROOT), kernel_name="python3",
+                               parameters={"EPOCHS": 1, "SUBSET": 300, "DATA_DIR": str(mnist_root)},
+                               progress_bar=False)
+    assert len(log(nbformat.read(out, as_version=4))) == 1
+    assert (ROOT / f"S7_Step{step}.ipynb").read_bytes() == before
