@@ -430,6 +430,8 @@ def train_model(model: nn.Module, cfg: Config, data_dir: str | Path = "data", de
     optimizer, scheduler = make_optimizer(model, cfg, len(train_loader))
     if log:
         log(f"{cfg}\ndevice: {device_name(device)} | parameters: {count_parameters(model):,}")
+        if cfg.holdout:
+            log(f"'test' below is the validation split (last {cfg.holdout} training images), not the test set")
     return fit(model, train_loader, test_loader, optimizer, cfg.epochs, device, scheduler, log=log)
 
 

@@ -1,0 +1,43 @@
+"""bench.py in a tiny configuration: it runs both pipelines, reports and writes its JSON (no timing asserted)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import bench
+import model
+
+
+def test_conv_macs_counts_every_layer():
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 1), nn.Flatten(), nn.Linear(2 * 26 * 26, 10))
+    assert bench.conv_macs(net) == 26 * 26 * 4 * 9 + 26 * 26 * 2 * 4 + 2 * 26 * 26 * 10
+    first_conv = 26 * 26 * 8 * 9
+    assert bench.conv_macs(model.Model_1()) > first_conv
+
+
+def test_bench_smoke(mnist_root, tmp_path, capsys):
+    assert bench.main(["--epochs", "1", "--model", "Model_1", "--data-dir", str(mnist_root), "--no-download",
+                       "--device", "cpu", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "faster per training epoch" in out and "arithmetic floor" in out
+    record = json.loads((tmp_path / "bench_cpu.json").read_text())
+    assert set(record["pipelines"]) == {"device", "conventional"}
+    for r in record["pipelines"].values():
+        assert len(r["epoch_seconds"]) == 1 and r["images_per_second"] > 0
+    assert record["speedup"] == pytest.approx(record["pipelines"]["conventional"]["median_epoch_seconds"]
+                                              / record["pipelines"]["device"]["median_epoch_seconds"])
+    assert record["floor_epoch_seconds"] > 0
+
+
+def test_bench_rejects_bad_input_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        bench.main(["--workers", "-1", "--out", str(tmp_path / "out")])
+    assert info.value.code == 2 and capsys.readouterr().err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_matmul_rate_is_measured():
+    assert bench.matmul_macs_per_second(torch.device("cpu"), n=256, repeats=1) > 1e6
