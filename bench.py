@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="Model_3", choices=train.MODELS, help="architecture from model.py")
     p.add_argument("--epochs", type=train.positive(int), default=3, help="timed epochs per pipeline")
     p.add_argument("--batch-size", type=train.positive(int), help="training batch size (recipe: 128)")
-    p.add_argument("--workers", type=int, help="DataLoader workers for the conventional pipeline "
+    p.add_argument("--workers", type=train.COUNT, help="DataLoader workers for the conventional pipeline "
                                                "(default: 2 on CUDA, 0 on CPU)")
     p.add_argument("--subset", type=train.positive(int), help="only the first N images (smoke runs)")
     p.add_argument("--device", help="cuda, mps or cpu (default: best available)")
@@ -94,8 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.workers is not None and args.workers < 0:
-        parser.error(f"--workers must be >= 0, got {args.workers}")
     device = train.usable_device(parser, args.device)
     train.require_data(parser, args.data_dir, not args.no_download)
     cfg = utils.recipe(args.model, **({"batch_size": args.batch_size} if args.batch_size else {}))

@@ -32,36 +32,28 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def positive(kind):
+def number(kind: type, low: float, high: float = float("inf"), rule: str = "must be a positive number",
+           low_inclusive: bool = False):
+    """An argparse type: ``kind(text)`` within ``(low, high]`` (``[low, high]`` with ``low_inclusive``), else ``rule``."""
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not value > 0 or (kind is float and not value < float("inf")):
-            raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+        above = value >= low if low_inclusive else value > low
+        if not (above and value <= high and value < float("inf")):  # NaN fails every comparison
+            raise argparse.ArgumentTypeError(f"{text!r} {rule}")
         return value
     return parse
 
 
-def _angle(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value <= 180:
-        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 180 degrees")
-    return value
+def positive(kind: type):
+    """A strictly positive, finite ``kind``."""
+    return number(kind, 0)
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
-    return value
+ANGLE = number(float, 0, 180, "must be between 0 and 180 degrees", low_inclusive=True)
+COUNT = number(int, 0, rule="must be >= 0", low_inclusive=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,12 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=positive(int), help="epochs (recipe: 15)")
     p.add_argument("--batch-size", type=positive(int), help="training batch size (recipe: 128)")
     p.add_argument("--lr", type=positive(float), help="constant LR, or OneCycle's peak LR (recipe)")
-    p.add_argument("--rotation", type=_angle, help="max rotation in degrees for augmentation (recipe)")
-    p.add_argument("--seed", type=_seed, help="one seed (same as --seeds N)")
-    p.add_argument("--seeds", type=_seed, nargs="+", help="several seeds, run one after another")
+    p.add_argument("--rotation", type=ANGLE, help="max rotation in degrees for augmentation (recipe)")
+    p.add_argument("--seed", type=COUNT, help="one seed (same as --seeds N)")
+    p.add_argument("--seeds", type=COUNT, nargs="+", help="several seeds, run one after another")
     p.add_argument("--pipeline", choices=("device", "conventional"), default="device",
                    help="device-resident tensors or torchvision transforms + DataLoader")
-    p.add_argument("--holdout", type=_seed, default=0,
+    p.add_argument("--holdout", type=COUNT, default=0,
                    help="evaluate on the last N training images instead of the test set (for tuning)")
     p.add_argument("--subset", type=positive(int), help="use only the first N images of each split (smoke runs)")
     p.add_argument("--device", help="cuda, mps or cpu (default: best available)")

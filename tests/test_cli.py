@@ -22,7 +22,8 @@ def run_cli(args: list[str], cwd) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("args, words", [
     (["--model", "Model_9"], "invalid choice: 'Model_9'"),
     (["--epochs", "0"], "must be a positive number"),
-    (["--epochs", "ten"], "is not a number"),
+    (["--epochs", "ten"], "is not a whole number"),
+    (["--rotation", "left"], "is not a number"),
     (["--lr", "-0.1"], "must be a positive number"),
     (["--lr", "nan"], "must be a positive number"),
     (["--rotation", "400"], "between 0 and 180"),
