@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cuda, mps or cpu (default: best available)")
     p.add_argument("--data-dir", default="data", help="folder holding MNIST/raw (downloaded there if missing)")
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
-    p.add_argument("--out", default="results", help="folder for the per-seed JSON files and weights")
+    p.add_argument("--out", default="runs", help="folder for the per-seed JSON files and weights")
     return p
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from torchvision import datasets, transforms
 
 MNIST_MEAN = 0.1307
@@ -55,16 +55,6 @@ def load_mnist(root: str | Path = "data", train: bool = True, download: bool = T
             f"{str(err).splitlines()[0] if str(err) else type(err).__name__}); pass the folder that holds "
             f"MNIST/raw with --data-dir (make train DATA=...) or data_dir=..."
         ) from err
-
-
-def mnist_tensors(root: str | Path = "data", train: bool = True, download: bool = True,
-                  subset: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The split as ``(images uint8 (N, 28, 28), labels int64 (N,))``; ``subset`` keeps the first N."""
-    ds = load_mnist(root, train, download)
-    images, labels = ds.data, ds.targets
-    if subset is not None:
-        images, labels = images[:subset], labels[:subset]
-    return images, labels
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -163,44 +153,37 @@ def make_loaders(data_dir: str | Path = "data", pipeline: str = "device", batch_
     device = torch.device(device)
     if pipeline not in ("device", "conventional"):
         raise ValueError(f"unknown pipeline {pipeline!r}: use 'device' or 'conventional'")
-    n_train = len(load_mnist(data_dir, True, download))
-    n_train = min(n_train, subset) if subset is not None else n_train
-    if not 0 <= holdout < n_train:
-        raise ValueError(f"holdout must be in [0, {n_train}), got {holdout}")
-    train_idx = range(n_train - holdout)
-    eval_idx = range(n_train - holdout, n_train) if holdout else None
+    train_set = load_mnist(data_dir, True, download)
+    n = len(train_set) if subset is None else min(subset, len(train_set))
+    if not 0 <= holdout < n:
+        raise ValueError(f"holdout must be in [0, {n}), got {holdout}")
+    fit_range, held_range = range(n - holdout), range(n - holdout, n)
+    test_set = None if holdout else load_mnist(data_dir, False, download)
+    n_test = 0 if test_set is None else len(test_set) if subset is None else min(subset, len(test_set))
+
     if pipeline == "device":
-        images, labels = mnist_tensors(data_dir, True, download)
-        if eval_idx is None:
-            eval_images, eval_labels = mnist_tensors(data_dir, False, download, subset)
-        else:
-            eval_images, eval_labels = images[eval_idx.start:eval_idx.stop], labels[eval_idx.start:eval_idx.stop]
-        train = DeviceLoader(images[:len(train_idx)], labels[:len(train_idx)], batch_size, shuffle=True,
+        images, labels = train_set.data, train_set.targets
+        train = DeviceLoader(images[:fit_range.stop], labels[:fit_range.stop], batch_size, shuffle=True,
                              rotation=rotation, seed=seed, device=device)
-        test = DeviceLoader(eval_images, eval_labels, eval_batch_size, shuffle=False, device=device)
-        return train, test
+        if test_set is None:
+            held = images[held_range.start:held_range.stop], labels[held_range.start:held_range.stop]
+        else:
+            held = test_set.data[:n_test], test_set.targets[:n_test]
+        return train, DeviceLoader(*held, eval_batch_size, shuffle=False, device=device)
+
     if num_workers is None:
         num_workers = 2 if device.type == "cuda" else 0
-    train_ds = torch.utils.data.Subset(load_mnist(data_dir, True, download, conventional_transform(rotation)),
-                                       train_idx)
-    if eval_idx is None:
-        test_ds = load_mnist(data_dir, False, download, conventional_transform(0.0))
-        if subset is not None:
-            test_ds = torch.utils.data.Subset(test_ds, range(min(subset, len(test_ds))))
+    train_set.transform = conventional_transform(rotation)
+    if test_set is None:  # the held-out images come without augmentation: a second view of the training files
+        eval_set = Subset(load_mnist(data_dir, True, download, conventional_transform(0.0)), held_range)
     else:
-        test_ds = torch.utils.data.Subset(load_mnist(data_dir, True, download, conventional_transform(0.0)),
-                                          eval_idx)
-    common = dict(num_workers=num_workers, pin_memory=device.type == "cuda",
-                  persistent_workers=num_workers > 0)
-    train = DataLoader(train_ds, batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed),
-                       worker_init_fn=_seed_worker, **common)
-    test = DataLoader(test_ds, eval_batch_size, shuffle=False, **common)
-    return train, test
-
-
-def _seed_worker(worker_id: int) -> None:
-    """Give each DataLoader worker its own, reproducible ``random`` stream (RandomRotation uses torch's)."""
-    random.seed(torch.initial_seed() % 2**32)
+        test_set.transform = conventional_transform(0.0)
+        eval_set = Subset(test_set, range(n_test))
+    common = dict(num_workers=num_workers, pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)
+    # each worker's torch RNG (which RandomRotation draws from) is seeded from this generator
+    train = DataLoader(Subset(train_set, fit_range), batch_size, shuffle=True,
+                       generator=torch.Generator().manual_seed(seed), **common)
+    return train, DataLoader(eval_set, eval_batch_size, shuffle=False, **common)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -470,7 +453,8 @@ def plot_history(history: History, title: str = "", target: float = TARGET_ACC):
         ax_loss.plot(history.epoch, getattr(history, f"{split}_loss"), marker="o", label=split)
         ax_acc.plot(history.epoch, getattr(history, f"{split}_acc"), marker="o", label=split)
     ax_acc.axhline(target, ls="--", c="gray", label=f"{target} %")
-    ax_acc.set_ylim(max(90.0, min(history.test_acc + history.train_acc) - 0.5), 100)
+    settled = len(history.epoch) // 5  # zoom past the first fifth of the epochs, where the interesting range is
+    ax_acc.set_ylim(min(history.test_acc[settled:] + history.train_acc[settled:] + [target]) - 0.3, 100)
     for ax, what in ((ax_loss, "cross-entropy"), (ax_acc, "accuracy (%)")):
         ax.set(xlabel="epoch", ylabel=what)
         ax.grid(alpha=0.3)
