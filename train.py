@@ -166,7 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     for seed, cfg in configs.items():  # decide everything before training: a clash must not cost a run
         path = out / f"{args.model}_seed{seed}.json"
         if path.exists():
-            payload = json.loads(path.read_text())
+            try:
+                payload = json.loads(path.read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                parser.error(f"{path} is not a results file (invalid JSON); move it away or pick another --out")
             if payload.get("config") != _config_record(cfg, args):
                 parser.error(f"{path} holds a run with other settings; move it away or pick another --out")
             finished[seed] = payload

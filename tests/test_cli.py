@@ -85,6 +85,16 @@ def test_refuses_to_overwrite_a_run_with_other_settings(mnist_root, tmp_path, ca
     assert (out / "Model_1_seed1.json").read_text() == before
 
 
+def test_a_broken_results_file_is_reported_not_overwritten(mnist_root, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "Model_1_seed1.json").write_text("{half a fi")
+    with pytest.raises(SystemExit) as info:
+        train.main(["--model", "Model_1", "--data-dir", str(mnist_root), "--out", str(out), *SMOKE])
+    assert info.value.code == 2 and "invalid JSON" in capsys.readouterr().err
+    assert (out / "Model_1_seed1.json").read_text() == "{half a fi"
+
+
 def test_results_table_reports_each_seed_and_the_spread():
     payloads = [{"seed": s, "summary": {"best": b, "last": b, "min_last5": b - 0.1, "mean_last5": b - 0.05,
                                         "first_at_target": 9}} for s, b in ((1, 99.5), (2, 99.7))]
