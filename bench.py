@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     device = train.usable_device(parser, args.device)
     train.require_data(parser, args.data_dir, not args.no_download)
-    cfg = utils.recipe(args.model, **({"batch_size": args.batch_size} if args.batch_size else {}))
+    # a constant LR: the timing must not depend on where a schedule happens to be
+    cfg = utils.recipe(args.model, schedule="constant", **({"batch_size": args.batch_size} if args.batch_size else {}))
     print(cfg, f"\ndevice: {utils.device_name(device)}")
 
     runs = {}
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         train_loader, test_loader = utils.make_loaders(
             args.data_dir, pipeline, cfg.batch_size, cfg.rotation, cfg.seed, device, not args.no_download,
             args.subset, num_workers=args.workers)
-        optimizer, _ = utils.make_optimizer(net, utils.recipe(args.model, schedule="constant"), len(train_loader))
+        optimizer, _ = utils.make_optimizer(net, cfg, len(train_loader))
         runs[pipeline] = dict(net=net, train=train_loader, test=test_loader, opt=optimizer, epoch=[], eval=[],
                               acc=[], images=sum(len(y) for _, y in train_loader))
     for epoch in range(1, args.epochs + 1):
