@@ -28,9 +28,13 @@ test: $(VENV)/.dev
 clean:
 	rm -rf $(VENV) .pytest_cache __pycache__ tests/__pycache__
 
-# Papermill leaves timestamps in the metadata; the committed notebooks keep only what renders.
+# Papermill leaves timestamps in the metadata, and its injected-parameters cell would make a Colab "Run all" reuse
+# this machine's paths: keep only what renders, and turn the injected values into a comment that records them.
 NB_CLEAN = import nbformat, sys; nb = nbformat.read(sys.argv[1], 4); nb.metadata.pop("papermill", None); \
-	[c.metadata.pop(k, None) for c in nb.cells for k in ("execution", "papermill")]; nbformat.write(nb, sys.argv[1])
+	[c.metadata.pop(k, None) for c in nb.cells for k in ("execution", "papermill")]; \
+	[c.update(source="\n".join(["\# The committed run was executed with these values (papermill):"] + \
+	  ["\# " + l for l in c.source.splitlines()[1:]])) for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]; \
+	nbformat.write(nb, sys.argv[1])
 
 ## make notebooks [DATA=...]: execute the three notebooks in place (full runs; results/ and assets/ refreshed)
 notebooks: $(VENV)/.dev
