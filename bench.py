@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             args.subset, num_workers=args.workers)
         optimizer, _ = utils.make_optimizer(net, cfg, len(train_loader))
         runs[pipeline] = dict(net=net, train=train_loader, test=test_loader, opt=optimizer, epoch=[], eval=[],
-                              acc=[], images=sum(len(y) for _, y in train_loader))
+                              acc=[], images=len(train_loader.dataset))
     for epoch in range(1, args.epochs + 1):
         for pipeline, r in runs.items():
             seconds, _ = timed(lambda: utils.train_epoch(r["net"], r["train"], r["opt"], device, epoch=epoch), device)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Subset, TensorDataset
 from torchvision import datasets, transforms
 
 MNIST_MEAN = 0.1307
@@ -120,6 +120,11 @@ class DeviceLoader:
 
     def __len__(self) -> int:
         return math.ceil(len(self.labels) / self.batch_size)
+
+    @property
+    def dataset(self) -> TensorDataset:
+        """The samples, as ``DataLoader.dataset`` offers them (``len(loader.dataset)`` works for both)."""
+        return TensorDataset(self.images, self.labels)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
