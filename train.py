@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
     out = Path(args.out)
     configs = {seed: utils.recipe(args.model, seed=seed, **overrides) for seed in seeds}
+    n_params = utils.count_parameters(getattr(models, args.model)())
     finished = {}
     for seed, cfg in configs.items():  # decide everything before training: a clash must not cost a run
         path = out / f"{args.model}_seed{seed}.json"
@@ -172,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(f"{path} is not a results file (invalid JSON); move it away or pick another --out")
             if payload.get("config") != _config_record(cfg, args):
                 parser.error(f"{path} holds a run with other settings; move it away or pick another --out")
+            if payload.get("parameters") != n_params:
+                parser.error(f"{path} holds a run of another {args.model} ({payload.get('parameters')} parameters, "
+                             f"now {n_params}); move it away or pick another --out")
             finished[seed] = payload
 
     payloads = []

@@ -573,7 +573,10 @@ def receptive_field(model: nn.Module, input_size: int = 28) -> list[RFRow]:
         else:
             continue
         rf, n, jump = rf + d * (k - 1) * jump, (n + 2 * p - d * (k - 1) - 1) // s + 1, jump * s
-        rows.append(RFRow(name, type(m).__name__, k, s, p, n, jump, rf))
+        kind = type(m).__name__
+        if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels:
+            kind += " (depthwise)"
+        rows.append(RFRow(name, kind, k, s, p, n, jump, rf))
     return rows
 
 

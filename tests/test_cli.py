@@ -85,6 +85,20 @@ def test_refuses_to_overwrite_a_run_with_other_settings(mnist_root, tmp_path, ca
     assert (out / "Model_1_seed1.json").read_text() == before
 
 
+def test_a_result_of_an_earlier_architecture_is_not_taken_for_a_finished_seed(mnist_root, tmp_path, capsys):
+    out = tmp_path / "out"
+    base = ["--model", "Model_1", "--data-dir", str(mnist_root), "--out", str(out), *SMOKE]
+    assert train.main(base) == 0
+    path = out / "Model_1_seed1.json"
+    record = json.loads(path.read_text())
+    record["parameters"] += 1  # as if Model_1 had been changed since this run
+    path.write_text(json.dumps(record))
+    with pytest.raises(SystemExit) as info:
+        train.main(base)
+    assert info.value.code == 2 and "another Model_1" in capsys.readouterr().err
+    assert json.loads(path.read_text()) == record
+
+
 def test_a_broken_results_file_is_reported_not_overwritten(mnist_root, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()

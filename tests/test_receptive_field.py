@@ -13,6 +13,8 @@ NETS = {
                                         nn.AvgPool2d(3, stride=2), nn.Conv2d(2, 2, 3)),
     "dilated, 1x1": nn.Sequential(nn.Conv2d(1, 2, 3, dilation=2), nn.Conv2d(2, 2, 1), nn.MaxPool2d(2),
                                   nn.Conv2d(2, 2, 3), nn.BatchNorm2d(2), nn.Dropout(0.1)),
+    "depthwise separable": nn.Sequential(nn.Conv2d(1, 4, 3), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3, groups=4),
+                                         nn.Conv2d(4, 6, 1), nn.Conv2d(6, 6, 3, groups=6)),
 }
 
 
@@ -40,3 +42,9 @@ def test_global_average_pool_covers_the_map():
 def test_table_has_a_row_per_layer():
     table = utils.rf_table(utils.receptive_field(NETS["plain 3x3"]))
     assert table.count("\n") == 1 + 4 and "| 0 | Conv2d | 3 | 1 | 0 | 26 | 1 | 3 |" in table
+
+
+def test_depthwise_convs_are_labelled_and_grow_the_rf_like_plain_ones():
+    rows = utils.receptive_field(NETS["depthwise separable"], 28)
+    assert [r.kind for r in rows[1:]] == ["Conv2d", "MaxPool2d", "Conv2d (depthwise)", "Conv2d", "Conv2d (depthwise)"]
+    assert [r.rf for r in rows[1:]] == [3, 4, 8, 8, 12]
