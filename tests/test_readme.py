@@ -70,3 +70,14 @@ def test_readme_states_how_many_seeds_meet_the_target():
 def test_every_seed_holds_the_target_in_its_last_five_epochs():
     for record in model_3_seeds():
         assert min(record["history"]["test_acc"][-5:]) >= 99.4, f"seed {record['seed']}"
+
+
+def test_pipeline_comparison_matches_the_results_files():
+    rows = [r for r in table_rows("Both pipelines, same accuracy") if r[0].isdigit()]
+    assert sorted(int(r[0]) for r in rows) == [1, 2, 3, 4, 5]
+    for row in rows:
+        for pipeline, cells in (("Model_3", row[1:3]), ("Model_3_conventional", row[3:5])):
+            record = json.loads((ROOT / "results" / pipeline / f"Model_3_seed{row[0]}.json").read_text())
+            assert record["config"]["pipeline"] == ("device" if pipeline == "Model_3" else "conventional")
+            last5 = record["history"]["test_acc"][-5:]
+            assert cells == [" ".join(f"{a:.2f}" for a in last5), f"{sum(last5) / 5:.2f}"]
