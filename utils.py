@@ -205,6 +205,7 @@ class Config:
     momentum: float = 0.9
     weight_decay: float = 0.0
     schedule: str = "constant"  # "constant" | "onecycle" (stepped per batch) | "step" (per epoch)
+    hold_epochs: int = 0       # onecycle: the last N epochs train at the cycle's final LR (lr / 100)
     rotation: float = 0.0      # degrees; each training image gets its own angle in [-rotation, rotation]
     seed: int = 1
     pipeline: str = "device"   # "device" | "conventional"
@@ -218,7 +219,7 @@ class Config:
 RECIPES: dict[str, Config] = {
     "Model_1": Config(lr=0.01, schedule="constant", rotation=0.0),
     "Model_2": Config(lr=0.01, schedule="constant", rotation=0.0),
-    "Model_3": Config(lr=0.1, schedule="onecycle", rotation=7.0),
+    "Model_3": Config(lr=0.1, schedule="onecycle", hold_epochs=3, rotation=7.0),
 }
 
 
@@ -239,14 +240,27 @@ def loaders(cfg: Config, data_dir: str | Path = "data", device: torch.device | s
                         holdout=cfg.holdout)
 
 
+class OneCycleThenHold(torch.optim.lr_scheduler.OneCycleLR):
+    """OneCycleLR over its ``total_steps``; stepped beyond them, the LR stays at the cycle's final value.
+
+    So the cycle can end before the run does: with ``Config.hold_epochs`` the LR has come down by then, and the
+    last epochs train at a small constant LR instead of still falling from a large one.
+    """
+
+    def step(self, epoch=None) -> None:
+        if self.last_epoch < self.total_steps - 1:
+            super().step(epoch)
+
+
 def make_optimizer(model: nn.Module, cfg: Config, steps_per_epoch: int):
     """SGD with momentum and the schedule ``cfg.schedule``; returns ``(optimizer, scheduler or None)``."""
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.schedule == "constant":
         return opt, None
     if cfg.schedule == "onecycle":
-        return opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, epochs=cfg.epochs,
-                                                        steps_per_epoch=steps_per_epoch, pct_start=0.2)
+        cycle_epochs = max(1, cfg.epochs - cfg.hold_epochs)
+        return opt, OneCycleThenHold(opt, max_lr=cfg.lr, total_steps=cycle_epochs * steps_per_epoch, pct_start=0.2,
+                                     div_factor=25, final_div_factor=4)  # lr/25 -> lr -> lr/100
     if cfg.schedule == "step":
         return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, cfg.epochs // 3), gamma=0.1)
     raise ValueError(f"unknown schedule {cfg.schedule!r}: use 'constant', 'onecycle' or 'step'")

@@ -79,6 +79,30 @@ def test_recipes_build_their_schedules():
         utils.recipe("Model_3", learning_rate=1)
 
 
+def lr_per_step(cfg: utils.Config, steps_per_epoch: int) -> list[float]:
+    """The LR each training step of ``cfg`` runs at."""
+    opt, scheduler = utils.make_optimizer(tiny_net(), cfg, steps_per_epoch)
+    lrs = []
+    for _ in range(cfg.epochs * steps_per_epoch):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        scheduler.step()
+    return lrs
+
+
+def test_onecycle_ends_after_the_cycle_epochs_and_then_holds_its_final_lr():
+    cfg = utils.recipe("Model_3")
+    lrs = lr_per_step(cfg, steps_per_epoch=10)
+    cycle = (cfg.epochs - cfg.hold_epochs) * 10
+    assert lrs[0] == pytest.approx(cfg.lr / 25) and max(lrs) == pytest.approx(cfg.lr, rel=1e-3)
+    assert lrs.index(max(lrs)) == round(0.2 * cycle) - 1
+    assert all(a >= b for a, b in zip(lrs[lrs.index(max(lrs)):cycle], lrs[lrs.index(max(lrs)) + 1:cycle]))
+    assert lrs[cycle - 1:] == pytest.approx([cfg.lr / 100] * (len(lrs) - cycle + 1))
+    # without held epochs the cycle spans the whole run, and a run shorter than the hold still gets a cycle
+    assert lr_per_step(utils.recipe("Model_3", hold_epochs=0), 10)[-1] == pytest.approx(cfg.lr / 100)
+    assert max(lr_per_step(utils.recipe("Model_3", epochs=2), 10)) == pytest.approx(cfg.lr, rel=1e-2)
+
+
 def test_a_nan_loss_stops_training_with_a_clear_message(mnist_root):
     class Broken(nn.Module):
         def __init__(self):
