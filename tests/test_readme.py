@@ -77,7 +77,8 @@ def test_pipeline_comparison_matches_the_results_files():
     assert sorted(int(r[0]) for r in rows) == [1, 2, 3, 4, 5]
     for row in rows:
         for pipeline, cells in (("Model_3", row[1:3]), ("Model_3_conventional", row[3:5])):
-            record = json.loads((ROOT / "results" / pipeline / f"Model_3_seed{row[0]}.json").read_text())
+            path = ROOT / "results" / "fourth_design" / pipeline / f"Model_3_seed{row[0]}.json"
+            record = json.loads(path.read_text())
             assert record["config"]["pipeline"] == ("device" if pipeline == "Model_3" else "conventional")
             last5 = record["history"]["test_acc"][-5:]
             assert cells == [" ".join(f"{a:.2f}" for a in last5), f"{sum(last5) / 5:.2f}"]
