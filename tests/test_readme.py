@@ -65,8 +65,6 @@ def test_readme_states_how_many_seeds_meet_the_target():
     assert f"on **{passing} of 5 seeds**" in README
 
 
-@pytest.mark.xfail(strict=True, reason="not met yet: 4 of 5 seeds hold >= 99.4 % in their last 5 epochs (README, "
-                                       "'Five seeds'); strict, so this marker must go when the target is reached")
 def test_every_seed_holds_the_target_in_its_last_five_epochs():
     for record in model_3_seeds():
         assert min(record["history"]["test_acc"][-5:]) >= 99.4, f"seed {record['seed']}"
