@@ -94,9 +94,10 @@ def test_onecycle_ends_after_the_cycle_epochs_and_then_holds_its_final_lr():
     cfg = utils.recipe("Model_3")
     lrs = lr_per_step(cfg, steps_per_epoch=10)
     cycle = (cfg.epochs - cfg.hold_epochs) * 10
-    assert lrs[0] == pytest.approx(cfg.lr / 25) and max(lrs) == pytest.approx(cfg.lr, rel=1e-3)
-    assert lrs.index(max(lrs)) == round(0.2 * cycle) - 1
-    assert all(a >= b for a, b in zip(lrs[lrs.index(max(lrs)):cycle], lrs[lrs.index(max(lrs)) + 1:cycle]))
+    peak = lrs.index(max(lrs))
+    assert lrs[0] == pytest.approx(cfg.lr / 25) and lrs[peak] == pytest.approx(cfg.lr, rel=1e-3)
+    assert peak == round(0.2 * cycle) - 1
+    assert all(a >= b for a, b in zip(lrs[peak:cycle], lrs[peak + 1:cycle]))
     assert lrs[cycle - 1:] == pytest.approx([cfg.lr / 100] * (len(lrs) - cycle + 1))
     # without held epochs the cycle spans the whole run, and a run shorter than the hold still gets a cycle
     assert lr_per_step(utils.recipe("Model_3", hold_epochs=0), 10)[-1] == pytest.approx(cfg.lr / 100)
