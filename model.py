@@ -2,31 +2,41 @@
 
 All three are one skeleton, :class:`StagedNet`: ``block1`` (two 3x3 convs) -> ``transition1`` (max-pool, with or
 without a 1x1 conv) -> ``block2`` (3x3 stages) -> ``gap`` -> ``head`` (1x1 conv). Model_1 uses plain 3x3 convs in
-block 2; Model_2 and Model_3 use depthwise-separable blocks there. Every conv is built by :func:`conv_block`
-(conv -> BN -> ReLU -> dropout). Each model's docstring lists its stages with output size and receptive field (RF)
-for a 28x28 input; ``utils.receptive_field`` computes the same table and the tests check it against a gradient
-measurement. Models return logits (use cross-entropy). Nothing happens at import time.
+block 2; Model_2 and Model_3 use depthwise-separable blocks there. Every conv but the head's is built by
+:func:`conv_block` (conv -> BN -> ReLU -> channel dropout); the head is a bare 1x1 conv with a bias, the classifier.
+Each model's docstring lists its stages with output size and receptive field (RF) for a 28x28 input;
+``utils.receptive_field`` computes the same table and the tests check it against a gradient measurement.
+
+Models return **log-probabilities** (``F.log_softmax``): ``F.nll_loss`` on them is the cross-entropy, and
+``F.cross_entropy`` on them gives the same loss and gradient (log-softmax of log-probabilities changes nothing), so
+they drop into either kind of training loop. Nothing happens at import time.
 
 Measured results are quoted from the committed runs (2-core CPU, 15 epochs; notebooks and ``results/``).
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
 def conv_block(in_ch: int, out_ch: int, kernel_size: int = 3, padding: int = 0,
                dropout: float = 0.0, groups: int = 1) -> nn.Sequential:
-    """conv -> BatchNorm -> ReLU -> dropout. The conv has no bias: BatchNorm's shift replaces it.
+    """conv -> BatchNorm -> ReLU -> channel dropout. The conv has no bias: BatchNorm's shift replaces it.
 
     ``groups=in_ch`` makes it a depthwise conv: one 3x3 filter per channel, no mixing between channels.
+    The dropout is channel-wise (``nn.Dropout2d``: each sample loses whole feature maps with probability
+    ``dropout``); it draws one random number per map instead of one per pixel, which on a CPU is most of the
+    cost of element-wise dropout. With ``dropout=0`` there is no dropout module at all.
     """
-    return nn.Sequential(
+    layers: list[nn.Module] = [
         nn.Conv2d(in_ch, out_ch, kernel_size, padding=padding, groups=groups, bias=False),
         nn.BatchNorm2d(out_ch),
         nn.ReLU(),
-        nn.Dropout(dropout),
-    )
+    ]
+    if dropout > 0:
+        layers.append(nn.Dropout2d(dropout))
+    return nn.Sequential(*layers)
 
 
 def separable_block(in_ch: int, out_ch: int, dropout: float = 0.0) -> nn.Sequential:
@@ -70,7 +80,8 @@ class StagedNet(nn.Module):
         x = self.transition1(x)
         x = self.block2(x)
         x = self.gap(x)                 # (N, C, 1, 1)
-        return self.head(x).flatten(1)  # (N, 10) logits
+        x = self.head(x).flatten(1)     # (N, 10) class scores
+        return F.log_softmax(x, dim=1)  # (N, 10) log-probabilities
 
 
 class Model_1(StagedNet):
