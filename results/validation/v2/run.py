@@ -1,0 +1,65 @@
+"""The validation runs of design v2: one arm (layers + recipe) and one seed per call.
+
+    OMP_NUM_THREADS=1 python results/validation/v2/run.py ARM SEED --data-dir ../shared/mnist
+
+Every run trains on the first 55,000 training images and evaluates on the last 5,000 (``holdout=5000``); the
+test set is never loaded. Each arm is a model from ``model.py`` (or ``StagedNet`` with the layers a candidate
+needs) and a recipe from ``utils.RECIPES`` with the overrides named below. Writes ``<ARM>/seed<SEED>.json``
+beside this file; a seed whose JSON exists is not run again.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[2]))
+
+import model  # noqa: E402
+import utils  # noqa: E402
+
+# arm -> (what it tests, model factory, recipe, overrides)
+ARMS = {
+    # step 2: which layers, trained with step 2's own recipe (constant LR 0.01, no augmentation, dropout 0.05)
+    "step2_plain_16x3": ("plain 3x3 block 2: c8 c16 P t8 c16 c16 c16",
+                         lambda: model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.05), "Model_2", {}),
+    "step2_separable_32x4": ("depthwise-separable block 2: c8 c16 P d32 d32 d32 d32",
+                             lambda: model.Model_2(dropout=0.05), "Model_2", {}),
+    # step 3: the recipe on Model_2's layers, one change at a time
+    "step3_schedule": ("OneCycle 12 + hold 3 (peak 0.1); no augmentation; dropout 0.05",
+                       lambda: model.Model_2(dropout=0.05), "Model_3", {"rotation": 0.0}),
+    "step3_schedule_rotation": ("+ rotation +-7 deg; dropout 0.05",
+                                lambda: model.Model_2(dropout=0.05), "Model_3", {}),
+    "step3_schedule_rotation_dropout0.02": ("+ dropout 0.02 (Model_3's recipe)",
+                                            lambda: model.Model_3(), "Model_3", {}),
+}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("arm", choices=ARMS)
+    p.add_argument("seed", type=int)
+    p.add_argument("--data-dir", default="data")
+    args = p.parse_args()
+    what, build, recipe_name, overrides = ARMS[args.arm]
+    cfg = utils.recipe(recipe_name, seed=args.seed, holdout=5000, **overrides)
+    out = HERE / args.arm / f"seed{args.seed}.json"
+    if out.exists():
+        print(f"{out} exists, skipped")
+        return 0
+    net = build()
+    print(f"arm: {args.arm} ({what}) | {net.__class__.__name__}")
+    start = time.perf_counter()
+    history = utils.train_model(net, cfg, args.data_dir, download=False)
+    utils.write_json_atomic(out, {
+        "arm": args.arm, "what": what, "seed": args.seed, "config": vars(cfg),
+        "evaluated_on": "last 5000 training images", "device": utils.device_name(utils.get_device()),
+        "parameters": utils.count_parameters(net), "wall_seconds": round(time.perf_counter() - start, 2),
+        "summary": utils.last_epochs_summary(history.test_acc), "history": history.to_dict()})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
