@@ -15,7 +15,7 @@ CPU = torch.device("cpu")
 
 def tiny_net() -> nn.Module:
     return nn.Sequential(model.conv_block(1, 8), nn.MaxPool2d(2), model.conv_block(8, 16),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10), nn.LogSoftmax(1))
 
 
 def test_a_tiny_model_learns_the_synthetic_task(mnist_root):
