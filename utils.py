@@ -16,8 +16,8 @@ import math
 import os
 import platform
 import random
+import sys
 import time
-import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Iterator
@@ -316,13 +316,53 @@ class History:
 
 
 def _progress(iterable, desc: str):
-    """A transient per-batch bar: a widget in Colab/Jupyter, text in a terminal, nothing in a redirected log."""
-    from tqdm import TqdmWarning
+    """A transient per-batch text bar (``leave=False``): the epoch line is the record, not the bar.
 
-    with warnings.catch_warnings():  # without ipywidgets tqdm.auto warns, then falls back to the text bar
-        warnings.simplefilter("ignore", TqdmWarning)
-        from tqdm.auto import tqdm
+    In a terminal it is tqdm's text bar, and nothing when the output is redirected to a log. In a Jupyter kernel
+    (Colab included) it is the same text bar, redrawn in place in one output that is emptied at the end: never an
+    ipywidgets progress bar, whose widget state a notebook saved from Colab would carry and which keeps GitHub from
+    rendering it.
+    """
+    from tqdm import tqdm
+
+    line = _DisplayLine.for_this_cell()
+    if line is not None:
+        return tqdm(iterable, desc=desc, leave=False, mininterval=1.0, file=line, ascii=True, ncols=100)
     return tqdm(iterable, desc=desc, leave=False, mininterval=1.0, disable=None)
+
+
+class _DisplayLine:
+    """A file for tqdm inside a notebook: each write replaces the text of one output, in place.
+
+    tqdm redraws a bar as ``"\\r" + bar`` and, with ``leave=False``, clears it with ``"\\r" + spaces + "\\r"``;
+    only the text after the last carriage return is shown, so a cleared bar leaves one empty output. All the bars
+    of one cell (one per epoch) share that output.
+    """
+
+    _current: tuple[int, "_DisplayLine"] | None = None
+
+    @classmethod
+    def for_this_cell(cls) -> "_DisplayLine | None":
+        """The line of the cell now running in a Jupyter kernel, or ``None`` outside a kernel."""
+        ipython = sys.modules.get("IPython")
+        shell = ipython.get_ipython() if ipython is not None else None
+        if shell is None or not hasattr(shell, "kernel"):
+            return None
+        if cls._current is None or cls._current[0] != shell.execution_count:
+            cls._current = (shell.execution_count, cls())
+        return cls._current[1]
+
+    def __init__(self) -> None:
+        from IPython.display import display
+
+        self._handle = display({"text/plain": ""}, raw=True, display_id=True)
+
+    def write(self, text: str) -> None:
+        if text:
+            self._handle.update({"text/plain": text.rsplit("\r", 1)[-1].rstrip()}, raw=True)
+
+    def flush(self) -> None:
+        pass
 
 
 def device_name(device: torch.device) -> str:
