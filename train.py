@@ -7,6 +7,11 @@ count, per-epoch metrics, wall time; written atomically) and its final weights `
 (a ``state_dict``; load it with ``torch.load(path, weights_only=True)``). A seed whose JSON already exists is
 skipped, so a killed multi-seed run resumes where it stopped. The defaults of every training option are the
 model's recipe in ``utils.RECIPES``. Bad input gets one line on stderr and exit code 2.
+
+    python train.py --evaluate results/Model_3/Model_3_seed1001.pt [--model Model_3]
+
+evaluates a weights file on the MNIST test set instead (seconds): accuracy, error count and the confusion counts.
+Without ``--model`` it uses the architecture the weights fit.
 """
 from __future__ import annotations
 
@@ -59,7 +64,8 @@ COUNT = number(int, 0, rule="must be >= 0", low_inclusive=True)
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(description="Train an S7 MNIST model; defaults come from the model's recipe (utils.RECIPES).",
                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", default="Model_3", choices=MODELS, help="architecture from model.py")
+    p.add_argument("--model", choices=MODELS,
+                   help="architecture from model.py (default: Model_3; with --evaluate, the one the weights fit)")
     p.add_argument("--epochs", type=positive(int), help="epochs (recipe: 15)")
     p.add_argument("--batch-size", type=positive(int), help="training batch size (recipe: 128)")
     p.add_argument("--lr", type=positive(float), help="constant LR, or OneCycle's peak LR (recipe)")
@@ -75,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="data", help="folder holding MNIST/raw (downloaded there if missing)")
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
     p.add_argument("--out", default="runs", help="folder for the per-seed JSON files and weights")
+    p.add_argument("--evaluate", metavar="PATH", help="evaluate a saved state_dict on the test set instead of training")
     return p
 
 
@@ -95,6 +102,49 @@ def require_data(parser: argparse.ArgumentParser, data_dir: str, download: bool)
         utils.load_mnist(data_dir, False, download)
     except utils.DataError as err:
         parser.error(str(err))
+
+
+def load_for_evaluation(parser: argparse.ArgumentParser, path: str, name: str | None) -> tuple[str, torch.nn.Module]:
+    """The model ``name`` (or, if ``None``, the first in MODELS that fits) with the weights in ``path`` loaded,
+    or a one-line error: a missing or unreadable file, or weights of another architecture."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        parser.error(f"{path}: no such file; pass a weights file written by train.py (results/Model_3/*.pt)")
+    except Exception as err:  # pickle, zip or weights_only errors: all mean "not a saved state_dict"
+        parser.error(f"{path} is not a state_dict saved with torch.save ({str(err).splitlines()[0][:120]})")
+    if not isinstance(state, dict):
+        parser.error(f"{path} holds a {type(state).__name__}, not a state_dict; save net.state_dict()")
+    fits = []
+    for candidate in MODELS:
+        net = getattr(models, candidate)()
+        try:
+            net.load_state_dict(state)
+        except (RuntimeError, TypeError):
+            continue
+        fits.append((candidate, net))
+    chosen = [(n, net) for n, net in fits if n == name] if name else fits[:1]
+    if not chosen:
+        which = f"it fits {' and '.join(n for n, _ in fits)}" if fits else "it fits none of " + ", ".join(MODELS)
+        parser.error(f"{path} does not hold {name or 'S7 model'} weights ({which}); pass --model accordingly")
+    return chosen[0]
+
+
+def evaluate_weights(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """``--evaluate``: test accuracy, error count and confusion counts of a weights file, as text."""
+    name, net = load_for_evaluation(parser, args.evaluate, args.model)
+    device = usable_device(parser, args.device)
+    try:
+        loader = utils.mnist_test_loader(args.data_dir, device, not args.no_download)
+    except utils.DataError as err:
+        parser.error(str(err))
+    utils.to_device(net, device)
+    loss, acc = utils.evaluate(net, loader, device)
+    _, preds, labels = utils.predict(net, loader, device)
+    print(f"{args.evaluate}: {name}, {utils.count_parameters(net):,} parameters, on {utils.device_name(device)}")
+    print(f"test loss {loss:.4f} | test accuracy {acc:.2f} %")
+    print(utils.error_report(preds, labels))
+    return 0
 
 
 def run_one(name: str, cfg: utils.Config, args: argparse.Namespace, device: torch.device, out: Path) -> dict:
@@ -151,6 +201,9 @@ def results_table(payloads: list[dict], target: float = utils.TARGET_ACC) -> str
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.evaluate:
+        return evaluate_weights(parser, args)
+    args.model = args.model or "Model_3"
     if args.seed is not None and args.seeds:
         parser.error("give --seed or --seeds, not both")
     seeds = args.seeds or [args.seed if args.seed is not None else utils.RECIPES[args.model].seed]

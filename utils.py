@@ -191,6 +191,19 @@ def make_loaders(data_dir: str | Path = "data", pipeline: str = "device", batch_
     return train, DataLoader(eval_set, eval_batch_size, shuffle=False, **common)
 
 
+def mnist_test_loader(data_dir: str | Path = "data", device: torch.device | str = "cpu", download: bool = True,
+                batch_size: int = 1000) -> DeviceLoader:
+    """The 10,000 test images as the device pipeline's evaluation loader (the one training evaluates with)."""
+    test_set = load_mnist(data_dir, False, download)
+    return DeviceLoader(test_set.data, test_set.targets, batch_size, shuffle=False, device=device)
+
+
+def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a ``state_dict`` saved by ``train.py`` (``torch.load(..., weights_only=True)``) into ``model``."""
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Configuration
 # ---------------------------------------------------------------------------------------------------------
@@ -578,6 +591,23 @@ def plot_batch(loader, n: int = 20):
 def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, classes: int = 10) -> torch.Tensor:
     """``m[true, pred]`` counts."""
     return torch.bincount(labels * classes + preds, minlength=classes * classes).reshape(classes, classes)
+
+
+def error_report(preds: torch.Tensor, labels: torch.Tensor, top: int = 8) -> str:
+    """Accuracy, the error count, errors per true class, the most frequent confusions and the full confusion
+    matrix, as text: the numbers an analysis quotes, never read off a picture."""
+    m = confusion_matrix(preds, labels)
+    errors = m.clone().fill_diagonal_(0)
+    n, wrong = len(labels), int(errors.sum())
+    pairs = sorted((int(errors[t, p]), t, p) for t in range(10) for p in range(10) if errors[t, p])
+    pairs.sort(key=lambda c_t_p: -c_t_p[0])  # most frequent first; ties in class order
+    lines = [f"accuracy {100 * (n - wrong) / n:.2f} % ({n - wrong:,} of {n:,}); {wrong} errors",
+             "errors per true class: " + "  ".join(f"{t}:{int(errors[t].sum())}" for t in range(10)),
+             "most frequent (true -> predicted: count): " + ", ".join(f"{t}->{p}: {c}" for c, t, p in pairs[:top]),
+             "confusion matrix (rows: true class, columns: predicted class):",
+             "true " + "".join(f"{p:>6}" for p in range(10))]
+    lines += [f"{t:>4} " + "".join(f"{int(m[t, p]):>6}" for p in range(10)) for t in range(10)]
+    return "\n".join(lines)
 
 
 def plot_confusion(model: nn.Module, loader, device: torch.device):

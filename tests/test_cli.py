@@ -115,3 +115,46 @@ def test_results_table_reports_each_seed_and_the_spread():
     lines = train.results_table(payloads).splitlines()
     assert len(lines) == 4 and lines[1].split()[:2] == ["1", "99.50"]
     assert lines[-1].split()[:2] == ["mean", "99.60±0.14"]
+
+
+@pytest.fixture(scope="module")
+def smoke_weights(mnist_root, tmp_path_factory):
+    """One 1-epoch Model_1 run on the synthetic MNIST files: its JSON and its weights."""
+    out = tmp_path_factory.mktemp("weights")
+    assert train.main(["--model", "Model_1", "--data-dir", str(mnist_root), "--out", str(out), *SMOKE]) == 0
+    return json.loads((out / "Model_1_seed1.json").read_text()), out / "Model_1_seed1.pt"
+
+
+def test_evaluate_reproduces_the_runs_last_test_accuracy_with_confusion_counts(mnist_root, smoke_weights, capsys):
+    record, weights = smoke_weights
+    capsys.readouterr()
+    assert train.main(["--evaluate", str(weights), "--data-dir", str(mnist_root), "--no-download"]) == 0
+    out = capsys.readouterr().out
+    assert "Model_1, 4,018 parameters" in out  # found without --model
+    assert f"test accuracy {record['history']['test_acc'][-1]:.2f} %" in out
+    assert "errors per true class:" in out and "confusion matrix" in out
+    matrix = [line.split()[1:] for line in out.splitlines()[-10:]]
+    assert sum(int(v) for row in matrix for v in row) == 200  # every synthetic test image, once
+
+
+@pytest.mark.parametrize("case, words", [
+    ("missing", "no such file"),
+    ("text", "is not a state_dict saved with torch.save"),
+    ("list", "holds a list, not a state_dict"),
+    ("other model", "does not hold Model_3 weights (it fits Model_1)"),
+    ("foreign", "it fits none of Model_1, Model_2, Model_3"),
+])
+def test_evaluate_refuses_bad_weights_in_one_line(mnist_root, smoke_weights, tmp_path, case, words):
+    path, extra = tmp_path / "w.pt", []
+    if case == "text":
+        path.write_text("not weights")
+    elif case == "list":
+        torch.save([torch.zeros(2)], path)
+    elif case == "other model":
+        path, extra = smoke_weights[1], ["--model", "Model_3"]
+    elif case == "foreign":
+        torch.save({"fc.weight": torch.zeros(10, 784)}, path)
+    done = run_cli(["--evaluate", str(path), *extra, "--data-dir", str(mnist_root), "--no-download"], tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and words in done.stderr, done.stderr
+    assert done.stdout == ""
