@@ -11,14 +11,12 @@ on a large matrix product. Results go to ``<out>/bench_<device>.json`` (written 
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 import model as models
@@ -142,8 +140,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(the device-resident epoch takes {report['device']['median_epoch_seconds'] / floor:.0f}x that)")
 
     payload = {"model": args.model, "config": vars(cfg), "subset": args.subset, "device": utils.device_name(device),
-               "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                            "torchvision": torchvision.__version__},
+               "versions": utils.library_versions(),
                "speedup": ratio, "macs_per_image_fwd_bwd": macs, "matmul_macs_per_second": rate,
                "floor_epoch_seconds": floor, "pipelines": report}
     name = "cpu" if device.type == "cpu" else utils.device_name(device).replace(" ", "_")

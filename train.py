@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
-import torchvision
 
 import model as models
 import utils
@@ -135,7 +133,7 @@ def evaluate_weights(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     name, net = load_for_evaluation(parser, args.evaluate, args.model)
     device = usable_device(parser, args.device)
     try:
-        loader = utils.mnist_test_loader(args.data_dir, device, not args.no_download)
+        loader = utils.eval_loader(args.data_dir, device, not args.no_download)
     except utils.DataError as err:
         parser.error(str(err))
     utils.to_device(net, device)
@@ -148,37 +146,14 @@ def evaluate_weights(parser: argparse.ArgumentParser, args: argparse.Namespace) 
 
 
 def run_one(name: str, cfg: utils.Config, args: argparse.Namespace, device: torch.device, out: Path) -> dict:
-    """Train one seed and write its JSON and weights; returns the JSON payload."""
+    """Train one seed and write its weights and JSON; returns the JSON payload."""
     net = getattr(models, name)()
     start = time.perf_counter()
     history = utils.train_model(net, cfg, args.data_dir, device, download=not args.no_download,
                                 subset=args.subset)
-    wall = time.perf_counter() - start
-    payload = {
-        "model": name,
-        "seed": cfg.seed,
-        "config": _config_record(cfg, args),
-        "evaluated_on": f"last {cfg.holdout} training images" if cfg.holdout else "test set",
-        "device": utils.device_name(device),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "torchvision": torchvision.__version__},
-        "parameters": utils.count_parameters(net),
-        "wall_seconds": round(wall, 2),
-        "summary": utils.last_epochs_summary(history.test_acc),
-        "history": history.to_dict(),
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"{name}_seed{cfg.seed}"
-    weights_tmp = stem.with_suffix(".pt.tmp")
-    torch.save(net.state_dict(), weights_tmp)
-    weights_tmp.replace(stem.with_suffix(".pt"))
-    utils.write_json_atomic(stem.with_suffix(".json"), payload)  # last: its presence marks the seed done
-    return payload
-
-
-def _config_record(cfg: utils.Config, args: argparse.Namespace) -> dict:
-    """What identifies a run: the recipe plus the data subset."""
-    return dict(vars(cfg), subset=args.subset)
+    record = utils.run_record(name, net, cfg, history, device, time.perf_counter() - start, args.subset)
+    utils.save_run(out / f"{name}_seed{cfg.seed}", record, net)
+    return record
 
 
 def results_table(payloads: list[dict], target: float = utils.TARGET_ACC) -> str:
@@ -224,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                 payload = json.loads(path.read_text())
             except (json.JSONDecodeError, UnicodeDecodeError):
                 parser.error(f"{path} is not a results file (invalid JSON); move it away or pick another --out")
-            if payload.get("config") != _config_record(cfg, args):
+            if payload.get("config") != utils.config_record(cfg, args.subset):
                 parser.error(f"{path} holds a run with other settings; move it away or pick another --out")
             if payload.get("parameters") != n_params:
                 parser.error(f"{path} holds a run of another {args.model} ({payload.get('parameters')} parameters, "

@@ -25,6 +25,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import nn
 from torch.utils.data import DataLoader, Subset, TensorDataset
 from torchvision import datasets, transforms
@@ -191,11 +192,14 @@ def make_loaders(data_dir: str | Path = "data", pipeline: str = "device", batch_
     return train, DataLoader(eval_set, eval_batch_size, shuffle=False, **common)
 
 
-def mnist_test_loader(data_dir: str | Path = "data", device: torch.device | str = "cpu", download: bool = True,
-                batch_size: int = 1000) -> DeviceLoader:
-    """The 10,000 test images as the device pipeline's evaluation loader (the one training evaluates with)."""
-    test_set = load_mnist(data_dir, False, download)
-    return DeviceLoader(test_set.data, test_set.targets, batch_size, shuffle=False, device=device)
+def eval_loader(data_dir: str | Path = "data", device: torch.device | str = "cpu", download: bool = True,
+                train: bool = False, subset: int | None = None, batch_size: int = 1000) -> DeviceLoader:
+    """A split as the device pipeline's evaluation loader, the one training evaluates with: in order, no
+    augmentation. The test split by default; ``train=True`` gives the training images (e.g. to measure train
+    accuracy with dropout off)."""
+    split = load_mnist(data_dir, train, download)
+    n = len(split) if subset is None else min(subset, len(split))
+    return DeviceLoader(split.data[:n], split.targets[:n], batch_size, shuffle=False, device=device)
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
@@ -514,6 +518,48 @@ def last_epochs_summary(test_acc: list[float], k: int = 5, target: float = TARGE
     first = next((i + 1 for i, a in enumerate(test_acc) if a >= target), None)
     return {"best": max(test_acc), "last": test_acc[-1], f"min_last{k}": min(tail),
             f"mean_last{k}": sum(tail) / len(tail), "first_at_target": first}
+
+
+def run_record(name: str, model: nn.Module, cfg: Config, history: History, device: torch.device,
+               wall_seconds: float | None = None, subset: int | None = None) -> dict:
+    """What identifies and describes one run: model, seed, recipe, device, versions, parameters, time, metrics.
+
+    ``wall_seconds`` defaults to the sum of the epochs' times.
+    """
+    return {
+        "model": name,
+        "seed": cfg.seed,
+        "config": config_record(cfg, subset),
+        "evaluated_on": f"last {cfg.holdout} training images" if cfg.holdout else "test set",
+        "device": device_name(device),
+        "versions": library_versions(),
+        "parameters": count_parameters(model),
+        "wall_seconds": round(sum(history.seconds) if wall_seconds is None else wall_seconds, 2),
+        "summary": last_epochs_summary(history.test_acc),
+        "history": history.to_dict(),
+    }
+
+
+def config_record(cfg: Config, subset: int | None = None) -> dict:
+    """The recipe plus the data subset: two runs with equal records are the same experiment."""
+    return dict(vars(cfg), subset=subset)
+
+
+def library_versions() -> dict[str, str]:
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__}
+
+
+def save_run(stem: str | Path, record: dict, model: nn.Module) -> None:
+    """``<stem>.pt`` (the ``state_dict``), then ``<stem>.json`` (``record``), each written whole or not at all.
+
+    The JSON comes last: its presence marks the run as finished.
+    """
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    weights_tmp = stem.with_name(stem.name + ".pt.tmp")
+    torch.save(model.state_dict(), weights_tmp)
+    os.replace(weights_tmp, stem.with_name(stem.name + ".pt"))
+    write_json_atomic(stem.with_name(stem.name + ".json"), record)
 
 
 def write_json_atomic(path: str | Path, payload: dict) -> None:
