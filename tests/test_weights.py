@@ -1,0 +1,51 @@
+"""Every committed weights file reproduces the accuracy its JSON records, through the project's evaluation path.
+
+Training evaluated each epoch with ``utils.evaluate`` on the device pipeline's test loader, on the CPU, in the
+``channels_last`` layout; so does this test, so the accuracy must be *equal*, not close. (On the CPU the result
+does not depend on the thread count: checked bitwise for 1 and 2 threads. A run trained on a GPU would have to be
+compared with a tolerance; none is committed.)
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import model
+import utils
+from conftest import ROOT
+
+RESULTS = ROOT / "results"
+FINAL = RESULTS / "Model_3" / "Model_3_seed1001.pt"  # declared in results/PLAN.md before the runs
+WEIGHTS = sorted([*RESULTS.glob("Model_[123]/Model_[123]_seed*.pt"), *RESULTS.glob("step[123]_notebook.pt")])
+
+
+def record_of(weights):
+    return json.loads(weights.with_suffix(".json").read_text())
+
+
+def test_every_quoted_run_has_its_weights_and_only_those_are_committed():
+    runs = [*RESULTS.glob("Model_[123]/Model_[123]_seed*.json"), *RESULTS.glob("step[123]_notebook.json")]
+    assert runs and FINAL in WEIGHTS
+    assert sorted(run.with_suffix(".pt") for run in runs) == WEIGHTS
+    for weights in WEIGHTS:
+        assert weights.stat().st_size < 60_000, weights  # a state_dict of < 8k parameters, nothing else
+
+
+@pytest.fixture(scope="module")
+def test_set(real_mnist):
+    return utils.eval_loader(real_mnist, "cpu", download=False)
+
+
+@pytest.mark.parametrize("weights", WEIGHTS, ids=lambda p: str(p.relative_to(RESULTS)))
+def test_weights_reproduce_their_last_epoch_on_the_test_set(weights, test_set):
+    record = record_of(weights)
+    assert record["evaluated_on"] == "test set" and record["device"].startswith("cpu")
+    net = getattr(model, record["model"])()
+    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    utils.to_device(net, torch.device("cpu"))
+    _, acc = utils.evaluate(net, test_set, torch.device("cpu"))
+    assert acc == record["history"]["test_acc"][-1]
+    if weights == FINAL:
+        assert acc >= utils.TARGET_ACC
