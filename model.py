@@ -42,9 +42,9 @@ def conv_block(in_ch: int, out_ch: int, kernel_size: int = 3, padding: int = 0,
 def separable_block(in_ch: int, out_ch: int, dropout: float = 0.0) -> nn.Sequential:
     """A 3x3 depthwise conv_block (9 weights per channel) then a 1x1 pointwise conv_block that mixes channels.
 
-    Same 3x3 receptive-field growth as a plain 3x3 conv for ``9*in + in*out`` weights instead of ``9*in*out``:
-    about 7x fewer at 32 channels, which is what lets block 2 be twice as wide and one conv deeper within the
-    8k budget.
+    Same 3x3 receptive-field growth as a plain 3x3 conv for ``9*in + in*out`` weights instead of ``9*in*out``
+    (about 7x fewer at 32 channels). Step 2's validation compared a block 2 of four such blocks with a plain one
+    (``results/validation/v2/``); no model uses it today.
     """
     return nn.Sequential(
         conv_block(in_ch, in_ch, groups=in_ch),
@@ -104,26 +104,13 @@ class Model_1(StagedNet):
 
 
 class Model_2(StagedNet):
-    """Step 2 - capacity where the features are formed: block 2 built from depthwise-separable convs.
+    """Step 2 - capacity: Model_1's skeleton, wider.
 
-    Target: step 1 underfits, so add capacity where the RF (10-22 px) covers digit parts, with the same plain recipe:
-    four depthwise-separable blocks of 32 channels (twice as wide and one deeper than a plain-conv block 2 could be
-    in the budget), no 1x1 transition (each block has its own 1x1). Chosen on a validation split.
-    Result: 6,674 parameters; best 99.23 %, last five epochs 99.08-99.23 % (seed 1, S7_Step2.ipynb).
-    Analysis: +0.27 points over step 1 and still no overfitting (train 99.10 %); accuracy jitters under the
-    constant LR, and oddly tilted or shaped digits make the errors.
-
-    Stages (channels; output size; receptive field):
-        block1       3x3 1->8, 3x3 8->16                        28 -> 26 -> 24            RF 3, 5
-        transition1  max-pool 2 (no 1x1: each block below mixes channels with its own 1x1)
-                                                                 24 -> 12                  RF 6
-        block2       4 x [3x3 depthwise, 1x1], 16->32->32->32->32 12 -> 10 -> 8 -> 6 -> 4  RF 10, 14, 18, 22
-        gap, head    global average pool, 1x1 32->10             4 -> 1                    RF 28 (the whole digit)
+    (Docstring results are filled in from the committed runs.)
     """
 
     def __init__(self, dropout: float = 0.05) -> None:
-        super().__init__(block1=(8, 16), transition=None, block2=(32, 32, 32, 32), dropout=dropout,
-                         separable=True)
+        super().__init__(block1=(8, 16), transition=8, block2=(16, 16, 16), dropout=dropout)
 
 
 class Model_3(Model_2):

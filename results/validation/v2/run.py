@@ -1,6 +1,7 @@
 """The validation runs of design v2: one arm (layers + recipe) and one seed per call.
 
     OMP_NUM_THREADS=1 python results/validation/v2/run.py ARM SEED --data-dir ../shared/mnist
+    python results/validation/v2/run.py --table      # every finished arm: per-seed means, mean +- std, loss
 
 Every run trains on the first 55,000 training images and evaluates on the last 5,000 (``holdout=5000``); the
 test set is never loaded. Each arm is a model from ``model.py`` (or ``StagedNet`` with the layers a candidate
@@ -10,6 +11,8 @@ beside this file; a seed whose JSON exists is not run again.
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,18 +29,39 @@ ARMS = {
     "step2_plain_16x3": ("plain 3x3 block 2: c8 c16 P t8 c16 c16 c16",
                          lambda: model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.05), "Model_2", {}),
     "step2_separable_32x4": ("depthwise-separable block 2: c8 c16 P d32 d32 d32 d32",
-                             lambda: model.Model_2(dropout=0.05), "Model_2", {}),
-    # step 3: the recipe on Model_2's layers, one change at a time
+                             lambda: model.StagedNet((8, 16), None, (32, 32, 32, 32), dropout=0.05, separable=True),
+                             "Model_2", {}),
+    # step 3: the recipe on Model_2's layers (the plain block 2 that step 2 chose), one change at a time
     "step3_schedule": ("OneCycle 12 + hold 3 (peak 0.1); no augmentation; dropout 0.05",
                        lambda: model.Model_2(dropout=0.05), "Model_3", {"rotation": 0.0}),
     "step3_schedule_rotation": ("+ rotation +-7 deg; dropout 0.05",
                                 lambda: model.Model_2(dropout=0.05), "Model_3", {}),
-    "step3_schedule_rotation_dropout0.02": ("+ dropout 0.02 (Model_3's recipe)",
-                                            lambda: model.Model_3(), "Model_3", {}),
+    "step3_schedule_rotation_dropout0.02": ("+ dropout 0.02",
+                                            lambda: model.Model_2(dropout=0.02), "Model_3", {}),
 }
 
 
+def table() -> str:
+    """One Markdown row per arm with finished runs: last-five means per seed, mean +- std, lowest epoch, loss."""
+    rows = ["| arm | params | seeds | last-five mean per seed | mean ± std | lowest epoch | val. loss |",
+            "|---|---|---|---|---|---|---|"]
+    for arm in ARMS:
+        runs = [json.loads(f.read_text()) for f in sorted((HERE / arm).glob("seed*.json"))]
+        if not runs:
+            continue
+        means = [statistics.mean(r["history"]["test_acc"][-5:]) for r in runs]
+        loss = statistics.mean(statistics.mean(r["history"]["test_loss"][-5:]) for r in runs)
+        spread = f" ± {statistics.stdev(means):.2f}" if len(means) > 1 else ""
+        rows.append(f"| {arm} | {runs[0]['parameters']:,} | {', '.join(str(r['seed']) for r in runs)} | "
+                    f"{' / '.join(f'{m:.2f}' for m in means)} | {statistics.mean(means):.2f}{spread} | "
+                    f"{min(min(r['history']['test_acc'][-5:]) for r in runs):.2f} | {loss:.4f} |")
+    return "\n".join(rows)
+
+
 def main() -> int:
+    if sys.argv[1:] == ["--table"]:
+        print(table())
+        return 0
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("arm", choices=ARMS)
     p.add_argument("seed", type=int)
