@@ -3,10 +3,10 @@
     python bench.py --model Model_3 --epochs 3 --data-dir data
 
 Trains the same model with the same recipe through both pipelines, alternating epoch by epoch (device,
-conventional, device, ...) so that both see the same machine state, and times the training epoch and the
+conventional, ..., device, ...) so that all see the same machine state, and times the training epoch and the
 evaluation separately. On a CPU a third variant, the device pipeline in PyTorch's default NCHW layout instead of
 ``channels_last``, measures what the layout buys. The report ends with what one 15-epoch run of the device
-pipeline takes (15 x the median epoch and evaluation). The floor is what the model's arithmetic alone would cost: forward+backward
+pipeline takes (the recipe's epochs x the median epoch and evaluation). The floor is what the model's arithmetic alone would cost: forward+backward
 multiply-adds per image (3x the forward ones) x 60,000 / the multiply-adds per second this device reaches
 on a large matrix product. Results go to ``<out>/bench_<device>.json`` (written atomically).
 """
@@ -146,8 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     if "device, NCHW" in report:
         layout = report["device, NCHW"]["median_epoch_seconds"] / report["device"]["median_epoch_seconds"]
         print(f"channels_last makes the device-resident epoch {layout:.2f}x faster than the default NCHW layout")
-    full = 15 * (report["device"]["median_epoch_seconds"] + report["device"]["median_eval_seconds"])
-    print(f"one 15-epoch run, device pipeline: 15 x (train + eval) = {full:.0f}s ({full / 60:.1f} min)"
+    epochs = utils.RECIPES[args.model].epochs
+    full = epochs * (report["device"]["median_epoch_seconds"] + report["device"]["median_eval_seconds"])
+    print(f"one {epochs}-epoch run, device pipeline: {epochs} x (train + eval) = {full:.0f}s ({full / 60:.1f} min)"
           + (f" for {runs['device']['images']:,} training images" if args.subset else ""))
     print(f"arithmetic floor: {macs / 1e6:.2f} M multiply-adds per image (fwd+bwd) x {runs['device']['images']:,} "
           f"images / {rate / 1e9:.1f} G multiply-adds/s (matmul) = {floor:.2f}s per epoch "
@@ -155,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
 
     payload = {"model": args.model, "config": vars(cfg), "subset": args.subset, "device": utils.device_name(device),
                "versions": utils.library_versions(),
-               "speedup": ratio, "fifteen_epoch_run_seconds": full, "macs_per_image_fwd_bwd": macs, "matmul_macs_per_second": rate,
+               "speedup": ratio, "full_run_seconds": full, "macs_per_image_fwd_bwd": macs, "matmul_macs_per_second": rate,
                "floor_epoch_seconds": floor, "pipelines": report}
     name = "cpu" if device.type == "cpu" else utils.device_name(device).replace(" ", "_")
     utils.write_json_atomic(Path(args.out) / f"bench_{name}.json", payload)

@@ -89,7 +89,7 @@ def usable_device(parser: argparse.ArgumentParser, name: str | None) -> torch.de
         device = utils.get_device(name)
         torch.empty(1, device=device)
     except (RuntimeError, AssertionError) as err:
-        parser.error(f"device {name!r} is not usable here ({str(err).splitlines()[0]}); use cuda, mps or cpu")
+        parser.error(f"device {name!r} is not usable here ({first_line(err)}); use cuda, mps or cpu")
     return device
 
 
@@ -102,30 +102,49 @@ def require_data(parser: argparse.ArgumentParser, data_dir: str, download: bool)
         parser.error(str(err))
 
 
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message, or its type when the message is empty."""
+    return (str(err).splitlines() or [type(err).__name__])[0]
+
+
 def load_for_evaluation(parser: argparse.ArgumentParser, path: str, name: str | None) -> tuple[str, torch.nn.Module]:
-    """The model ``name`` (or, if ``None``, the first in MODELS that fits) with the weights in ``path`` loaded,
-    or a one-line error: a missing or unreadable file, or weights of another architecture."""
+    """The model ``name`` with the weights in ``path`` loaded, or a one-line error: a missing or unreadable file,
+    or weights of another architecture.
+
+    Without ``name``: the architecture the weights fit. Model_2 and Model_3 share their layers, so a file that fits
+    both is named by the ``model`` of the JSON that train.py wrote beside it, or as "Model_2/Model_3".
+    """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         parser.error(f"{path}: no such file; pass a weights file written by train.py (results/Model_3/*.pt)")
     except Exception as err:  # pickle, zip or weights_only errors: all mean "not a saved state_dict"
-        parser.error(f"{path} is not a state_dict saved with torch.save ({str(err).splitlines()[0][:120]})")
+        parser.error(f"{path} is not a state_dict saved with torch.save ({first_line(err)[:120]})")
     if not isinstance(state, dict):
         parser.error(f"{path} holds a {type(state).__name__}, not a state_dict; save net.state_dict()")
-    fits = []
+    fits = {}
     for candidate in MODELS:
         net = getattr(models, candidate)()
         try:
             net.load_state_dict(state)
-        except (RuntimeError, TypeError):
+        except Exception:  # missing or unexpected keys, wrong shapes, keys that are not strings
             continue
-        fits.append((candidate, net))
-    chosen = [(n, net) for n, net in fits if n == name] if name else fits[:1]
-    if not chosen:
-        which = f"it fits {' and '.join(n for n, _ in fits)}" if fits else "it fits none of " + ", ".join(MODELS)
-        parser.error(f"{path} does not hold {name or 'S7 model'} weights ({which}); pass --model accordingly")
-    return chosen[0]
+        fits[candidate] = net
+    if not fits:
+        parser.error(f"{path} holds no S7 model's weights (it fits none of {', '.join(MODELS)})")
+    if name is not None:
+        if name not in fits:
+            parser.error(f"{path} does not hold {name} weights (it fits {' and '.join(fits)}); "
+                         f"pass --model {next(iter(fits))} or leave --model out")
+        return name, fits[name]
+    if len(fits) > 1:
+        try:
+            recorded = json.loads(Path(path).with_suffix(".json").read_text()).get("model")
+        except (OSError, ValueError, AttributeError):
+            recorded = None
+        if recorded in fits:
+            return recorded, fits[recorded]
+    return "/".join(fits), next(iter(fits.values()))
 
 
 def evaluate_weights(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

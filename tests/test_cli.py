@@ -128,7 +128,8 @@ def smoke_weights(mnist_root, tmp_path_factory):
 def test_evaluate_reproduces_the_runs_last_test_accuracy_with_confusion_counts(mnist_root, smoke_weights, capsys):
     record, weights = smoke_weights
     capsys.readouterr()
-    assert train.main(["--evaluate", str(weights), "--data-dir", str(mnist_root), "--no-download"]) == 0
+    assert train.main(["--evaluate", str(weights), "--data-dir", str(mnist_root), "--no-download",
+                       "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "Model_1, 4,018 parameters" in out  # found without --model
     assert f"test accuracy {record['history']['test_acc'][-1]:.2f} %" in out
@@ -143,6 +144,7 @@ def test_evaluate_reproduces_the_runs_last_test_accuracy_with_confusion_counts(m
     ("list", "holds a list, not a state_dict"),
     ("other model", "does not hold Model_3 weights (it fits Model_1)"),
     ("foreign", "it fits none of Model_1, Model_2, Model_3"),
+    ("int keys", "it fits none of Model_1, Model_2, Model_3"),
 ])
 def test_evaluate_refuses_bad_weights_in_one_line(mnist_root, smoke_weights, tmp_path, case, words):
     path, extra = tmp_path / "w.pt", []
@@ -154,7 +156,22 @@ def test_evaluate_refuses_bad_weights_in_one_line(mnist_root, smoke_weights, tmp
         path, extra = smoke_weights[1], ["--model", "Model_3"]
     elif case == "foreign":
         torch.save({"fc.weight": torch.zeros(10, 784)}, path)
-    done = run_cli(["--evaluate", str(path), *extra, "--data-dir", str(mnist_root), "--no-download"], tmp_path)
+    elif case == "int keys":
+        torch.save({1: torch.zeros(2)}, path)
+    done = run_cli(["--evaluate", str(path), *extra, "--data-dir", str(mnist_root), "--no-download",
+                    "--device", "cpu"], tmp_path)
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and words in done.stderr, done.stderr
     assert done.stdout == ""
+
+
+def test_evaluate_names_model_2_and_model_3_weights_by_their_json(mnist_root, tmp_path, capsys):
+    """Model_2 and Model_3 share their layers: the JSON beside the weights says which one it is."""
+    weights = tmp_path / "Model_3_seed1.pt"
+    torch.save(model.Model_3().state_dict(), weights)
+    args = ["--evaluate", str(weights), "--data-dir", str(mnist_root), "--no-download", "--device", "cpu"]
+    assert train.main(args) == 0
+    assert "Model_2/Model_3, 7,442 parameters" in capsys.readouterr().out
+    (tmp_path / "Model_3_seed1.json").write_text(json.dumps({"model": "Model_3"}))
+    assert train.main(args) == 0
+    assert ": Model_3, 7,442 parameters" in capsys.readouterr().out

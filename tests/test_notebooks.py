@@ -110,7 +110,9 @@ def test_notebook_executes_end_to_end_and_saves_no_widget_state(step, mnist_root
 def setup_cell(step: int, url: str) -> str:
     """The notebook's Colab setup cell with ``REPO_URL`` pointed at ``url``."""
     source = next(c.source for c in read(step).cells if c.cell_type == "code" and "REPO_URL = " in c.source)
-    return re.sub(r'^REPO_URL = ".*?"', f"REPO_URL = {url!r}", source, count=1, flags=re.M)
+    source, n = re.subn(r'^REPO_URL = ".*?"', f"REPO_URL = {url!r}", source, flags=re.M)
+    assert n == 1, "the setup cell must set REPO_URL once, in one line"
+    return source
 
 
 def run_as_colab(code: str, cwd, times: int = 1):

@@ -41,10 +41,9 @@ def test_set(real_mnist):
 @pytest.mark.parametrize("weights", WEIGHTS, ids=lambda p: str(p.relative_to(RESULTS)))
 def test_weights_reproduce_their_last_epoch_on_the_test_set(weights, test_set):
     record = record_of(weights)
-    assert record["evaluated_on"] == "test set" and record["device"].startswith("cpu")
-    net = getattr(model, record["model"])()
-    net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    utils.to_device(net, torch.device("cpu"))
+    assert record["evaluated_on"] == "test set" and record["config"]["subset"] is None
+    assert record["device"].startswith("cpu")
+    net = utils.to_device(utils.load_weights(getattr(model, record["model"])(), weights), torch.device("cpu"))
     _, acc = utils.evaluate(net, test_set, torch.device("cpu"))
     assert acc == record["history"]["test_acc"][-1]
     if weights == FINAL:
