@@ -275,8 +275,11 @@ def make_optimizer(model: nn.Module, cfg: Config, steps_per_epoch: int):
     if cfg.schedule == "constant":
         return opt, None
     if cfg.schedule == "onecycle":
-        cycle_epochs = max(1, cfg.epochs - cfg.hold_epochs)
-        return opt, OneCycleThenHold(opt, max_lr=cfg.lr, total_steps=cycle_epochs * steps_per_epoch, pct_start=0.2,
+        total = max(1, cfg.epochs - cfg.hold_epochs) * steps_per_epoch
+        # OneCycleLR divides by zero with fewer than two warm-up steps: smoke runs of < 10 steps warm up longer,
+        # and a run of one or two steps follows the start of a 3-step cycle
+        total = max(3, total)
+        return opt, OneCycleThenHold(opt, max_lr=cfg.lr, total_steps=total, pct_start=max(0.2, 2 / total),
                                      div_factor=25, final_div_factor=4)  # lr/25 -> lr -> lr/100
     if cfg.schedule == "step":
         return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, cfg.epochs // 3), gamma=0.1)

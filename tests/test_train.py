@@ -153,3 +153,10 @@ def test_real_mnist_trains_well_above_chance(real_mnist):
     cfg = utils.recipe("Model_3", epochs=2, hold_epochs=0, holdout=1000)  # 7,000 images, one 2-epoch cycle
     history = utils.train_model(model.Model_3(), cfg, real_mnist, CPU, download=False, subset=8000, log=None)
     assert history.test_acc[-1] > 90.0  # chance is 10 %; this run reaches about 95 %
+
+
+@pytest.mark.parametrize("steps", [1, 2, 5, 9])
+def test_a_very_short_onecycle_run_still_steps_through_its_schedule(steps):
+    """A smoke run of a few batches (e.g. subset=300) must not crash inside OneCycleLR."""
+    lrs = lr_per_step(utils.recipe("Model_3", epochs=1), steps)
+    assert len(lrs) >= steps and all(0 < lr <= 0.1 for lr in lrs)
