@@ -29,8 +29,8 @@ def conv_block(in_ch: int, out_ch: int, kernel_size: int = 3, padding: int = 0,
 
     ``groups=in_ch`` makes it a depthwise conv: one 3x3 filter per channel, no mixing between channels.
     The dropout is element-wise (``nn.Dropout``). Channel-wise dropout (``nn.Dropout2d``) would make a CPU
-    training step faster, but it scored lower on validation and was not adopted
-    (``results/validation/v2/``). With ``dropout=0`` there is no dropout module at all.
+    training step faster, but it scored lower on validation (tested on the fifth design's Model_3 with step 3's
+    recipe, ``results/validation/v2/``) and was not adopted. With ``dropout=0`` there is no dropout module.
     """
     layers: list[nn.Module] = [
         nn.Conv2d(in_ch, out_ch, kernel_size, padding=padding, groups=groups, bias=False),
@@ -114,8 +114,8 @@ class Model_2(StagedNet):
     8-12-12 -> 16-16-16, nothing else changed. Chosen over a depthwise-separable block 2 on validation (a tie
     there, broken by the rule fixed beforehand: results/validation/v2/).
     Result: 7,442 parameters; test seeds 1-3: mean 99.21 +- 0.04 % (results/Model_2/).
-    Analysis: +0.30 points over step 1 on the same seeds (SE 0.02), so capacity was a limit; still 0.19 short,
-    and the constant LR neither finishes the training nor lets the accuracy settle (observations for step 3).
+    Analysis: +0.29 points over step 1 on the same seeds (SE 0.02), so capacity was a limit; still 0.19 short.
+    Observed at the constant LR: the training loss still falling, the accuracy moving between epochs.
 
     Stages (channels; output size; receptive field):
         block1       3x3 1->8, 3x3 8->16             28 -> 26 -> 24      RF 3, 5
