@@ -38,6 +38,11 @@ ARMS = {
                                 lambda: model.Model_2(dropout=0.05), "Model_3", {}),
     "step3_schedule_rotation_dropout0.02": ("+ dropout 0.02",
                                             lambda: model.Model_2(dropout=0.02), "Model_3", {}),
+    # after design v2's fresh seeds (not used by v2): does the separable block 2 beat the plain one under step 3's
+    # recipe? Compared with step3_schedule_rotation_dropout0.02 on seeds 1-6
+    "after_v2_separable_step3_recipe": ("separable block 2 with Model_3's recipe (dropout 0.02)",
+                                        lambda: model.StagedNet((8, 16), None, (32, 32, 32, 32), dropout=0.02,
+                                                                separable=True), "Model_3", {}),
 }
 
 
