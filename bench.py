@@ -5,10 +5,10 @@
 Trains the same model with the same recipe through both pipelines, alternating epoch by epoch (device,
 conventional, ..., device, ...) so that all see the same machine state, and times the training epoch and the
 evaluation separately. On a CPU a third variant, the device pipeline in PyTorch's default NCHW layout instead of
-``channels_last``, measures what the layout buys. The report ends with what one 15-epoch run of the device
-pipeline takes (the recipe's epochs x the median epoch and evaluation). The floor is what the model's arithmetic alone would cost: forward+backward
-multiply-adds per image (3x the forward ones) x 60,000 / the multiply-adds per second this device reaches
-on a large matrix product. Results go to ``<out>/bench_<device>.json`` (written atomically).
+``channels_last``, measures what the layout buys. The report ends with what one full run of the device pipeline
+takes (the recipe's epochs x the median epoch and evaluation). The floor is what the model's arithmetic alone
+would cost: forward+backward multiply-adds per image (3x the forward ones) x 60,000 / the multiply-adds per
+second this device reaches on a large matrix product. Results go to ``<out>/bench_<device>.json`` (written atomically).
 """
 from __future__ import annotations
 
@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
 
     payload = {"model": args.model, "config": vars(cfg), "subset": args.subset, "device": utils.device_name(device),
                "versions": utils.library_versions(),
-               "speedup": ratio, "full_run_seconds": full, "macs_per_image_fwd_bwd": macs, "matmul_macs_per_second": rate,
-               "floor_epoch_seconds": floor, "pipelines": report}
+               "speedup": ratio, "full_run_seconds": full, "macs_per_image_fwd_bwd": macs,
+               "matmul_macs_per_second": rate, "floor_epoch_seconds": floor, "pipelines": report}
     name = "cpu" if device.type == "cpu" else utils.device_name(device).replace(" ", "_")
     utils.write_json_atomic(Path(args.out) / f"bench_{name}.json", payload)
     return 0

@@ -648,8 +648,9 @@ def error_report(preds: torch.Tensor, labels: torch.Tensor, top: int = 8) -> str
     m = confusion_matrix(preds, labels)
     errors = m.clone().fill_diagonal_(0)
     n, wrong = len(labels), int(errors.sum())
-    pairs = sorted((int(errors[t, p]), t, p) for t in range(10) for p in range(10) if errors[t, p])
-    pairs.sort(key=lambda c_t_p: -c_t_p[0])  # most frequent first; ties in class order
+    # most frequent first; ties in class order
+    pairs = sorted(((int(errors[t, p]), t, p) for t in range(10) for p in range(10) if errors[t, p]),
+                   key=lambda c_t_p: (-c_t_p[0], c_t_p[1], c_t_p[2]))
     lines = [f"accuracy {100 * (n - wrong) / n:.2f} % ({n - wrong:,} of {n:,}); {wrong} errors",
              "errors per true class: " + "  ".join(f"{t}:{int(errors[t].sum())}" for t in range(10)),
              "most frequent (true -> predicted: count): " + ", ".join(f"{t}->{p}: {c}" for c, t, p in pairs[:top]),
