@@ -24,7 +24,7 @@ from torch import nn
 
 
 def conv_block(in_ch: int, out_ch: int, kernel_size: int = 3, padding: int = 0,
-               dropout: float = 0.0, groups: int = 1) -> nn.Sequential:
+               dropout: float = 0.0, groups: int = 1, channelwise: bool = False) -> nn.Sequential:
     """conv -> BatchNorm -> ReLU -> dropout. The conv has no bias: BatchNorm's shift replaces it.
 
     ``groups=in_ch`` makes it a depthwise conv: one 3x3 filter per channel, no mixing between channels.
@@ -38,7 +38,7 @@ def conv_block(in_ch: int, out_ch: int, kernel_size: int = 3, padding: int = 0,
         nn.ReLU(),
     ]
     if dropout > 0:
-        layers.append(nn.Dropout(dropout))
+        layers.append(nn.Dropout2d(dropout) if channelwise else nn.Dropout(dropout))
     return nn.Sequential(*layers)
 
 
@@ -64,15 +64,16 @@ class StagedNet(nn.Module):
     """
 
     def __init__(self, block1: tuple[int, int], transition: int | None, block2: tuple[int, ...],
-                 dropout: float = 0.05, separable: bool = False) -> None:
+                 dropout: float = 0.05, separable: bool = False, channelwise: bool = False) -> None:
         super().__init__()
         a, b = block1
-        self.block1 = nn.Sequential(conv_block(1, a, dropout=dropout), conv_block(a, b, dropout=dropout))
-        squeeze = [conv_block(b, transition, kernel_size=1, dropout=dropout)] if transition else []
+        drop = dict(dropout=dropout, channelwise=channelwise)
+        self.block1 = nn.Sequential(conv_block(1, a, **drop), conv_block(a, b, **drop))
+        squeeze = [conv_block(b, transition, kernel_size=1, **drop)] if transition else []
         self.transition1 = nn.Sequential(nn.MaxPool2d(2), *squeeze)
         stages, ch = [], transition or b
         for width in block2:
-            stages.append(separable_block(ch, width, dropout) if separable else conv_block(ch, width, dropout=dropout))
+            stages.append(separable_block(ch, width, dropout) if separable else conv_block(ch, width, **drop))
             ch = width
         self.block2 = nn.Sequential(*stages)
         self.gap = nn.AdaptiveAvgPool2d(1)

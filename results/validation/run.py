@@ -1,12 +1,12 @@
-"""The validation runs of design v2: one arm (layers + recipe) and one seed per call.
+"""The validation runs of designs v2 and v3: one arm (layers + recipe) and one seed per call.
 
-    OMP_NUM_THREADS=1 python results/validation/v2/run.py ARM SEED --data-dir ../shared/mnist
-    python results/validation/v2/run.py --table      # every finished arm: per-seed means, mean +- std, loss
+    OMP_NUM_THREADS=1 python results/validation/run.py ARM SEED --data-dir ../shared/mnist
+    python results/validation/run.py --table v3      # a round's finished arms: per-seed means, mean +- std, loss
 
 Every run trains on the first 55,000 training images and evaluates on the last 5,000 (``holdout=5000``); the
 test set is never loaded. Each arm is a model from ``model.py`` (or ``StagedNet`` with the layers a candidate
-needs) and a recipe from ``utils.RECIPES`` with the overrides named below. Writes ``<ARM>/seed<SEED>.json``
-beside this file; a seed whose JSON exists is not run again.
+needs) and a recipe from ``utils.RECIPES`` with the overrides named below. Writes ``<ROUND>/<ARM>/seed<SEED>.json``
+beside this file (``v2/`` or ``v3/``, the design the arm belongs to); a seed whose JSON exists is not run again.
 """
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[2]))
+sys.path.insert(0, str(HERE.parents[1]))
 
 import model  # noqa: E402
 import utils  # noqa: E402
 
-# arm -> (what it tests, model factory, recipe, overrides)
+# arm -> (what it tests, model factory, recipe, overrides); ROUNDS: which design's round each arm belongs to
 ARMS = {
     # step 2: which layers, trained with step 2's own recipe (constant LR 0.01, no augmentation, dropout 0.05)
     "step2_plain_16x3": ("plain 3x3 block 2: c8 c16 P t8 c16 c16 c16",
@@ -43,15 +43,22 @@ ARMS = {
     "after_v2_separable_step3_recipe": ("separable block 2 with Model_3's recipe (dropout 0.02)",
                                         lambda: model.StagedNet((8, 16), None, (32, 32, 32, 32), dropout=0.02,
                                                                 separable=True), "Model_3", {}),
+    # design v3, step 3 (results/validation/v3/PLAN.md): stage A, channel-wise dropout (a speed change)
+    "v3_channel_dropout": ("Model_3's recipe with channel-wise dropout 0.02 (nn.Dropout2d)",
+                           lambda: model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02, channelwise=True),
+                           "Model_3", {}),
 }
+ROUNDS = {arm: "v3" if arm.startswith("v3_") else "v2" for arm in ARMS}
 
 
-def table() -> str:
-    """One Markdown row per arm with finished runs: last-five means per seed, mean +- std, lowest epoch, loss."""
+def table(round_: str) -> str:
+    """One Markdown row per arm of ``round_`` with finished runs: last-five means per seed, mean +- std, lowest
+    epoch, loss."""
     rows = ["| arm | params | seeds | last-five mean per seed | mean ± std | lowest epoch | val. loss |",
             "|---|---|---|---|---|---|---|"]
-    for arm in ARMS:
-        runs = [json.loads(f.read_text()) for f in sorted((HERE / arm).glob("seed*.json"))]
+    for arm in (a for a in ARMS if ROUNDS[a] == round_):
+        runs = [json.loads(f.read_text()) for f in sorted((HERE / round_ / arm).glob("seed*.json"),
+                                                          key=lambda f: int(f.stem[4:]))]
         if not runs:
             continue
         means = [statistics.mean(r["history"]["test_acc"][-5:]) for r in runs]
@@ -64,8 +71,13 @@ def table() -> str:
 
 
 def main() -> int:
-    if sys.argv[1:] == ["--table"]:
-        print(table())
+    if sys.argv[1:2] == ["--table"]:
+        round_ = sys.argv[2] if len(sys.argv) > 2 else "v3"
+        if round_ not in set(ROUNDS.values()):
+            print(f"error: unknown round {round_!r}: use one of {', '.join(sorted(set(ROUNDS.values())))}",
+                  file=sys.stderr)
+            return 2
+        print(table(round_))
         return 0
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("arm", choices=ARMS)
@@ -74,7 +86,7 @@ def main() -> int:
     args = p.parse_args()
     what, build, recipe_name, overrides = ARMS[args.arm]
     cfg = utils.recipe(recipe_name, seed=args.seed, holdout=5000, **overrides)
-    out = HERE / args.arm / f"seed{args.seed}.json"
+    out = HERE / ROUNDS[args.arm] / args.arm / f"seed{args.seed}.json"
     if out.exists():
         print(f"{out} exists, skipped")
         return 0
