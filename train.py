@@ -57,6 +57,7 @@ def positive(kind: type):
 
 ANGLE = number(float, 0, 180, "must be between 0 and 180 degrees", low_inclusive=True)
 COUNT = number(int, 0, rule="must be >= 0", low_inclusive=True)
+SHIFT = number(float, 0, 0.5, "must be between 0 and 0.5 (a fraction of the image size)", low_inclusive=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive(int), help="training batch size (recipe: 128)")
     p.add_argument("--lr", type=positive(float), help="constant LR, or OneCycle's peak LR (recipe)")
     p.add_argument("--rotation", type=ANGLE, help="max rotation in degrees for augmentation (recipe)")
+    p.add_argument("--translation", type=SHIFT,
+                   help="max random shift per axis, as a fraction of the image size, e.g. 0.1 (recipe)")
     p.add_argument("--seed", type=COUNT, help="one seed (same as --seeds N)")
     p.add_argument("--seeds", type=COUNT, nargs="+", help="several seeds, run one after another")
     p.add_argument("--pipeline", choices=("device", "conventional"), default="device",
@@ -202,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --seed or --seeds, not both")
     seeds = args.seeds or [args.seed if args.seed is not None else utils.RECIPES[args.model].seed]
     overrides = {k: v for k, v in dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                       rotation=args.rotation).items() if v is not None}
+                                       rotation=args.rotation, translation=args.translation).items()
+                 if v is not None}
     overrides |= {"pipeline": args.pipeline, "holdout": args.holdout}
     device = usable_device(parser, args.device)
     require_data(parser, args.data_dir, not args.no_download)

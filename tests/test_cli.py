@@ -27,6 +27,8 @@ def run_cli(args: list[str], cwd) -> subprocess.CompletedProcess:
     (["--lr", "-0.1"], "must be a positive number"),
     (["--lr", "nan"], "must be a positive number"),
     (["--rotation", "400"], "between 0 and 180"),
+    (["--translation", "3"], "between 0 and 0.5"),
+    (["--translation", "-0.1"], "between 0 and 0.5"),
     (["--seeds", "1", "-2"], "must be >= 0"),
     (["--seed", "1", "--seeds", "2"], "not both"),
     (["--device", "quantum"], "not usable here"),
@@ -175,3 +177,12 @@ def test_evaluate_names_model_2_and_model_3_weights_by_their_json(mnist_root, tm
     (tmp_path / "Model_3_seed1.json").write_text(json.dumps({"model": "Model_3"}))
     assert train.main(args) == 0
     assert ": Model_3, 7,442 parameters" in capsys.readouterr().out
+
+
+def test_recipe_overrides_reach_the_run_record(mnist_root, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["--model", "Model_3", "--translation", "0.1", "--rotation", "5", "--data-dir", str(mnist_root),
+            "--out", str(out), *SMOKE]
+    assert train.main(args) == 0
+    config = json.loads((out / "Model_3_seed1.json").read_text())["config"]
+    assert config["translation"] == 0.1 and config["rotation"] == 5.0 and config["batch_size"] == 100

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision import transforms
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
@@ -112,6 +113,59 @@ def test_both_pipelines_rotate_the_same_way(angle):
     diff = (conventional - device).abs()
     assert diff.mean() < 0.02 and diff.max() < 0.15  # PIL rounds to uint8 before normalising
     assert (conventional - mirrored).abs().mean() > 10 * diff.mean()
+
+
+@pytest.mark.parametrize("angle, dx, dy", [(0.0, 3, 0), (0.0, 0, -2), (7.0, -3, 2), (-5.0, 1, 3)])
+def test_both_pipelines_shift_the_same_way(angle, dx, dy):
+    image = synthetic_digits(1, seed=5)[0][0]
+    # TF.affine (which RandomAffine calls) turns clockwise, TF.rotate and utils.rotate counter-clockwise; the
+    # angle is drawn from a symmetric range, so the two pipelines draw the same transforms
+    conventional = utils.conventional_transform(0.0)(
+        TF.affine(Image.fromarray(image), -angle, [dx, dy], 1.0, [0.0, 0.0],
+                  interpolation=InterpolationMode.BILINEAR, fill=0))
+    x = utils.normalize(torch.from_numpy(image[None]))
+    device = utils.rotate(x, torch.tensor([angle]), torch.tensor([[dx, dy]]))[0]
+    wrong_way = utils.rotate(x, torch.tensor([angle]), torch.tensor([[-dx, -dy]]))[0]
+    diff = (conventional - device).abs()
+    assert diff.mean() < 0.02 and diff.max() < 0.15  # PIL rounds to uint8 before normalising
+    assert (conventional - wrong_way).abs().mean() > 5 * diff.mean()
+    if angle == 0.0:  # a whole-pixel shift moves pixels exactly and brings black in at the edge
+        expected = torch.full_like(x[0], utils.BLACK)
+        expected[:, max(dy, 0):28 + min(dy, 0), max(dx, 0):28 + min(dx, 0)] = \
+            x[0][:, max(-dy, 0):28 + min(-dy, 0), max(-dx, 0):28 + min(-dx, 0)]
+        assert torch.allclose(device, expected, atol=1e-5)
+
+
+def test_device_loader_draws_whole_pixel_shifts_per_sample_within_range(monkeypatch):
+    seen = []
+    real_rotate = utils.rotate
+
+    def spy(images, degrees, shifts=None):
+        seen.append((degrees.clone(), shifts.clone()))
+        return real_rotate(images, degrees, shifts)
+
+    monkeypatch.setattr(utils, "rotate", spy)
+    list(utils.DeviceLoader(*id_images(2000), batch_size=500, rotation=7.0, translation=0.1, seed=0))
+    angles, shifts = torch.cat([a for a, _ in seen]), torch.cat([s for _, s in seen])
+    assert shifts.shape == (2000, 2) and torch.equal(shifts, shifts.round())
+    assert shifts.abs().max() == 3  # round(uniform(-2.8, 2.8))
+    for axis in (0, 1):
+        counts = torch.bincount((shifts[:, axis] + 3).long(), minlength=7)
+        assert (counts > 0).all() and counts[0] < counts[3] / 2  # +-3 only from (2.5, 2.8]
+    assert angles.abs().max() <= 7.0 and len(torch.unique(angles)) > 1990
+
+
+def test_shifts_without_rotation_still_shift():
+    loader = utils.DeviceLoader(*id_images(64), batch_size=64, shuffle=False, translation=0.1, seed=1)
+    plain = utils.DeviceLoader(*id_images(64), batch_size=64, shuffle=False, seed=1)
+    assert not torch.allclose(next(iter(loader))[0], next(iter(plain))[0])
+
+
+def test_conventional_transform_shifts_with_random_affine():
+    affine = utils.conventional_transform(7.0, 0.1).transforms[0]
+    assert isinstance(affine, transforms.RandomAffine)
+    assert affine.degrees == [-7.0, 7.0] and affine.translate == (0.1, 0.1)
+    assert affine.fill == 0 and affine.interpolation == InterpolationMode.BILINEAR
 
 
 def test_conventional_transform_uses_black_fill_and_bilinear():
