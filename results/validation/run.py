@@ -47,6 +47,12 @@ ARMS = {
     "v3_channel_dropout": ("Model_3's recipe with channel-wise dropout 0.02 (nn.Dropout2d)",
                            lambda: model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02, channelwise=True),
                            "Model_3", {}),
+    # stage B (stage A did not adopt channel dropout, so element-wise as in Model_3), one change each against
+    # v2's step3_schedule_rotation_dropout0.02
+    "v3_batch64": ("Model_3's layers and recipe, batch 64 (twice the updates; same peak LR and schedule in epochs)",
+                   lambda: model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02), "Model_3", {"batch_size": 64}),
+    "v3_shift": ("Model_3's layers and recipe + random whole-pixel shifts up to 10 % of the size (up to 3 px)",
+                 lambda: model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02), "Model_3", {"translation": 0.1}),
 }
 ROUNDS = {arm: "v3" if arm.startswith("v3_") else "v2" for arm in ARMS}
 
