@@ -85,16 +85,24 @@ def test_each_steps_seed_table_matches_its_runs(step):
     assert f"{mean_std(records)} (n = 3)" in " ".join(text.split())
 
 
-def planned_fresh_seeds() -> list[int]:
-    plan = (ROOT / "results" / "PLAN.md").read_text()
-    line = plan.split("## Fresh test seeds", 1)[1].split("**", 2)[1]
-    return [int(v) for v in line.rstrip(".").split(", ")]
+def planned_fresh_seeds(plan: str) -> list[int]:
+    """The fresh test seeds a committed plan names, in bold: ``**fresh test seeds 2001, ..., 2010**``."""
+    text = " ".join((ROOT / plan).read_text().split())
+    found = re.search(r"\*\*(?:fresh test seeds )?((?:\d+, )+\d+)\.?\*\*", text)
+    return [int(v) for v in found.group(1).split(", ")]
 
 
 def test_every_planned_fresh_seed_is_run_and_reported():
     records = runs(3)
-    assert sorted(records) == planned_fresh_seeds() and len(records) == 10
+    assert sorted(records) == planned_fresh_seeds("results/PLAN.md") and len(records) == 10
     check_rows(seed_rows(section_text("## Fresh seeds")), records)
+
+
+def test_design_v2_kept_every_one_of_its_fresh_seeds():
+    records = [json.loads(p.read_text()) for p in (ROOT / "results" / "design_v2" / "Model_3").glob("*.json")]
+    assert sorted(r["seed"] for r in records) == planned_fresh_seeds("results/design_v2/PLAN.md")
+    assert {r["config"]["batch_size"] for r in records} == {128} and len(records) == 10
+    assert not set(planned_fresh_seeds("results/PLAN.md")) & set(planned_fresh_seeds("results/design_v2/PLAN.md"))
 
 
 def test_the_headline_states_the_fresh_seed_outcome():
