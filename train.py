@@ -8,7 +8,7 @@ count, per-epoch metrics, wall time; written atomically) and its final weights `
 skipped, so a killed multi-seed run resumes where it stopped. The defaults of every training option are the
 model's recipe in ``utils.RECIPES``. Bad input gets one line on stderr and exit code 2.
 
-    python train.py --evaluate results/Model_3/Model_3_seed1001.pt [--model Model_3]
+    python train.py --evaluate results/Model_3/Model_3_seed2001.pt [--model Model_3]
 
 evaluates a weights file on the MNIST test set instead (seconds): accuracy, error count and the confusion counts.
 Without ``--model`` it uses the architecture the weights fit.
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=MODELS,
                    help="architecture from model.py (default: Model_3; with --evaluate, the one the weights fit)")
     p.add_argument("--epochs", type=positive(int), help="epochs (recipe: 15)")
-    p.add_argument("--batch-size", type=positive(int), help="training batch size (recipe: 128)")
+    p.add_argument("--batch-size", type=positive(int), help="training batch size (recipe: 128; Model_3: 64)")
     p.add_argument("--lr", type=positive(float), help="constant LR, or OneCycle's peak LR (recipe)")
     p.add_argument("--rotation", type=ANGLE, help="max rotation in degrees for augmentation (recipe)")
     p.add_argument("--translation", type=SHIFT,
