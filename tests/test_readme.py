@@ -121,6 +121,22 @@ def test_pipeline_comparison_quotes_the_fourth_designs_runs():
         assert len(records) == 5 and f"{mean_std(records)} {words}" in text
 
 
+def test_pipeline_check_quotes_design_v3s_conventional_runs():
+    conventional = {r["seed"]: r for r in (json.loads(p.read_text()) for p in
+                                           (ROOT / "results" / "Model_3" / "conventional").glob("*.json"))}
+    assert {r["config"]["pipeline"] for r in conventional.values()} == {"conventional"}
+    device = runs(3)
+    rows = seed_rows(section_text("## The two input pipelines"))
+    assert sorted(int(r[0]) for r in rows) == sorted(conventional) == [2001, 2002, 2003, 2004]
+    for row in rows:
+        seed = int(row[0])
+        acc = conventional[seed]["history"]["test_acc"][-5:]
+        assert row[1:4] == [" ".join(f"{a:.2f}" for a in acc), f"{min(acc):.2f}", f"{sum(acc) / 5:.2f}"]
+        assert row[4] == f"{sum(device[seed]['history']['test_acc'][-5:]) / 5:.2f}"
+    text = " ".join(section_text("## The two input pipelines").split())
+    assert f"Conventional {mean_std(conventional)}" in text
+
+
 def test_the_in_your_own_code_snippet_runs(mnist_root, tmp_path, monkeypatch, capsys):
     """The README's snippet, as printed, with REPO and DATA pointed here (synthetic MNIST files)."""
     snippet = README.split("### In your own code", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]

@@ -19,9 +19,10 @@ from conftest import ROOT
 
 RESULTS = ROOT / "results"
 FINAL = RESULTS / "Model_3" / "Model_3_seed2001.pt"  # declared in results/PLAN.md before the runs
-# today's runs, and design v2's (superseded, still quoted): same layers, so the same Model_3 class loads them
-QUOTED = ["Model_[123]/Model_[123]_seed*", "step[123]_notebook", "design_v2/Model_3/Model_3_seed*",
-          "design_v2/step3_notebook"]
+# today's runs (with the pipeline check's conventional runs), and design v2's (superseded, still quoted): same
+# layers, so the same Model_3 class loads them
+QUOTED = ["Model_[123]/Model_[123]_seed*", "step[123]_notebook", "Model_3/conventional/Model_3_seed*",
+          "design_v2/Model_3/Model_3_seed*", "design_v2/step3_notebook"]
 WEIGHTS = sorted(p for pattern in QUOTED for p in RESULTS.glob(pattern + ".pt"))
 
 
@@ -31,7 +32,7 @@ def record_of(weights):
 
 def test_every_quoted_run_has_its_weights_and_only_those_are_committed():
     runs = [p for pattern in QUOTED for p in RESULTS.glob(pattern + ".json")]
-    assert len(runs) == 3 + 3 + 10 + 3 + 10 + 1 and FINAL in WEIGHTS
+    assert len(runs) == 3 + 3 + 10 + 3 + 4 + 10 + 1 and FINAL in WEIGHTS
     assert sorted(run.with_suffix(".pt") for run in runs) == WEIGHTS
     listed = subprocess.run(["git", "ls-files", "results/*.pt"], cwd=ROOT, capture_output=True, text=True)
     if listed.returncode == 0:  # a git checkout: no other weights are committed (.gitignore keeps them out)
@@ -45,13 +46,21 @@ def test_set(real_mnist):
     return utils.eval_loader(real_mnist, "cpu", download=False)
 
 
+@pytest.fixture(scope="module")
+def conventional_test_set(real_mnist):
+    """The test loader a ``--pipeline conventional`` run evaluated with (torchvision transforms, DataLoader)."""
+    return utils.make_loaders(real_mnist, "conventional", download=False, num_workers=0)[1]
+
+
 @pytest.mark.parametrize("weights", WEIGHTS, ids=lambda p: str(p.relative_to(RESULTS)))
-def test_weights_reproduce_their_last_epoch_on_the_test_set(weights, test_set):
+def test_weights_reproduce_their_last_epoch_on_the_test_set(weights, request):
     record = record_of(weights)
     assert record["evaluated_on"] == "test set" and record["config"]["subset"] is None
     assert record["device"].startswith("cpu")
+    pipeline = record["config"]["pipeline"]
+    loader = request.getfixturevalue("conventional_test_set" if pipeline == "conventional" else "test_set")
     net = utils.to_device(utils.load_weights(getattr(model, record["model"])(), weights), torch.device("cpu"))
-    _, acc = utils.evaluate(net, test_set, torch.device("cpu"))
+    _, acc = utils.evaluate(net, loader, torch.device("cpu"))
     assert acc == record["history"]["test_acc"][-1]
 
 
