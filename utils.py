@@ -157,10 +157,8 @@ class DeviceLoader:
                 x, y = self.images[order[idx]], self.labels[order[idx]]
             else:
                 x, y = self.images[idx], self.labels[idx]
-            if shifts is not None:
-                x = rotate(x, angles[idx], shifts[idx])
-            elif angles is not None:
-                x = rotate(x, angles[idx])
+            if angles is not None:
+                x = rotate(x, angles[idx], None if shifts is None else shifts[idx])
             yield x, y
 
 

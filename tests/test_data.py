@@ -81,9 +81,10 @@ def test_device_loader_draws_one_angle_per_sample_within_range(monkeypatch):
     seen = []
     real_rotate = utils.rotate
 
-    def spy(images, degrees):
+    def spy(images, degrees, shifts=None):
+        assert shifts is None  # rotation only: no shifts drawn
         seen.append(degrees.clone())
-        return real_rotate(images, degrees)
+        return real_rotate(images, degrees, shifts)
 
     monkeypatch.setattr(utils, "rotate", spy)
     loader = utils.DeviceLoader(*id_images(2000), batch_size=500, rotation=7.0, seed=0)
