@@ -53,10 +53,6 @@ ARMS = {
                    lambda: model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02), "Model_3", {"batch_size": 64}),
     "v3_shift": ("Model_3's layers and recipe + random whole-pixel shifts up to 10 % of the size (up to 3 px)",
                  lambda: model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02), "Model_3", {"translation": 0.1}),
-    # run if both of the above are adopted (the plan's rule for combining them)
-    "v3_batch64_shift": ("Model_3's layers and recipe, batch 64 + random shifts up to 3 px",
-                         lambda: model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02), "Model_3",
-                         {"batch_size": 64, "translation": 0.1}),
 }
 ROUNDS = {arm: "v3" if arm.startswith("v3_") else "v2" for arm in ARMS}
 
