@@ -44,10 +44,15 @@ def test_step_story_quotes_the_notebook_run(step):
     assert f"{record['parameters']:,} parameters" in story
 
 
+def records_in(folder: str) -> dict[int, dict]:
+    """The run JSON files directly in ``results/<folder>``, by seed."""
+    records = (json.loads(p.read_text()) for p in (ROOT / "results" / folder).glob("*.json"))
+    return {r["seed"]: r for r in records}
+
+
 def runs(step: int) -> dict[int, dict]:
     """The committed test-seed runs of ``Model_<step>``, by seed."""
-    records = (json.loads(p.read_text()) for p in (ROOT / "results" / f"Model_{step}").glob("*.json"))
-    return {r["seed"]: r for r in records}
+    return records_in(f"Model_{step}")
 
 
 def section_text(heading: str) -> str:
@@ -99,9 +104,9 @@ def test_every_planned_fresh_seed_is_run_and_reported():
 
 
 def test_design_v2_kept_every_one_of_its_fresh_seeds():
-    records = [json.loads(p.read_text()) for p in (ROOT / "results" / "design_v2" / "Model_3").glob("*.json")]
-    assert sorted(r["seed"] for r in records) == planned_fresh_seeds("results/design_v2/PLAN.md")
-    assert {r["config"]["batch_size"] for r in records} == {128} and len(records) == 10
+    records = records_in("design_v2/Model_3")
+    assert sorted(records) == planned_fresh_seeds("results/design_v2/PLAN.md")
+    assert {r["config"]["batch_size"] for r in records.values()} == {128} and len(records) == 10
     assert not set(planned_fresh_seeds("results/PLAN.md")) & set(planned_fresh_seeds("results/design_v2/PLAN.md"))
 
 
@@ -116,14 +121,12 @@ def test_the_headline_states_the_fresh_seed_outcome():
 def test_pipeline_comparison_quotes_the_fourth_designs_runs():
     text = " ".join(section_text("## The two input pipelines").split())
     for folder, words in (("Model_3", "device-resident"), ("Model_3_conventional", "conventional")):
-        records = {r["seed"]: r for r in (json.loads(p.read_text()) for p in
-                                          (ROOT / "results" / "fourth_design" / folder).glob("*.json"))}
+        records = records_in(f"fourth_design/{folder}")
         assert len(records) == 5 and f"{mean_std(records)} {words}" in text
 
 
 def test_pipeline_check_quotes_design_v3s_conventional_runs():
-    conventional = {r["seed"]: r for r in (json.loads(p.read_text()) for p in
-                                           (ROOT / "results" / "Model_3" / "conventional").glob("*.json"))}
+    conventional = records_in("Model_3/conventional")
     assert {r["config"]["pipeline"] for r in conventional.values()} == {"conventional"}
     device = runs(3)
     rows = seed_rows(section_text("## The two input pipelines"))

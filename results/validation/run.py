@@ -43,7 +43,7 @@ ARMS = {
     "after_v2_separable_step3_recipe": ("separable block 2 with Model_3's recipe (dropout 0.02)",
                                         lambda: model.StagedNet((8, 16), None, (32, 32, 32, 32), dropout=0.02,
                                                                 separable=True), "Model_3", {}),
-    # design v3, step 3 (results/validation/v3/PLAN.md): stage A, channel-wise dropout (a speed change)
+    # design v3, step 3 (results/PLAN.md): stage A, channel-wise dropout (a speed change)
     "v3_channel_dropout": ("Model_3's recipe with channel-wise dropout 0.02 (nn.Dropout2d)",
                            lambda: model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02, channelwise=True),
                            "Model_3", {}),
