@@ -62,16 +62,20 @@ class StagedNet(nn.Module):
     ``block1``: the output channels of its two 3x3 convs. ``transition``: the output channels of the 1x1 conv
     after the max-pool, or ``None`` for a bare max-pool. ``block2``: the output channels of each of its 3x3
     stages, plain convs or, with ``separable=True``, depthwise-separable blocks (:func:`separable_block`).
-    ``channelwise=True`` makes the dropout of block 1, the transition and plain block-2 convs channel-wise; the
-    validation drivers use ``separable`` and ``channelwise``, none of Model_1..Model_3 does.
+    ``channelwise=True`` makes the dropout of block 1, the transition and plain block-2 convs channel-wise.
+    ``block1_dropout=False`` leaves block 1's two convs without dropout (the transition and block 2 keep it).
+    ``head_hidden=H`` makes the head two 1x1 convs, ``C -> H``, ReLU, ``H -> 10``, instead of one.
+    The validation drivers use ``separable``, ``channelwise`` and ``head_hidden``; none of Model_1..Model_3 does.
     """
 
     def __init__(self, block1: tuple[int, int], transition: int | None, block2: tuple[int, ...],
-                 dropout: float = 0.05, separable: bool = False, channelwise: bool = False) -> None:
+                 dropout: float = 0.05, separable: bool = False, channelwise: bool = False,
+                 block1_dropout: bool = True, head_hidden: int | None = None) -> None:
         super().__init__()
         a, b = block1
         drop = dict(dropout=dropout, channelwise=channelwise)
-        self.block1 = nn.Sequential(conv_block(1, a, **drop), conv_block(a, b, **drop))
+        drop1 = drop if block1_dropout else {}
+        self.block1 = nn.Sequential(conv_block(1, a, **drop1), conv_block(a, b, **drop1))
         squeeze = [conv_block(b, transition, kernel_size=1, **drop)] if transition else []
         self.transition1 = nn.Sequential(nn.MaxPool2d(2), *squeeze)
         stages, ch = [], transition or b
@@ -80,7 +84,10 @@ class StagedNet(nn.Module):
             ch = width
         self.block2 = nn.Sequential(*stages)
         self.gap = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Conv2d(ch, 10, 1)  # 1x1 classifier on the pooled features
+        if head_hidden:
+            self.head = nn.Sequential(nn.Conv2d(ch, head_hidden, 1), nn.ReLU(), nn.Conv2d(head_hidden, 10, 1))
+        else:
+            self.head = nn.Conv2d(ch, 10, 1)  # 1x1 classifier on the pooled features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (N, 1, 28, 28)
         x = self.block1(x)

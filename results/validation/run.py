@@ -1,4 +1,4 @@
-"""The validation runs of designs v2 and v3: one arm (layers + recipe) and one seed per call.
+"""The validation runs of designs v2, v3 and v4: one arm (layers + recipe) and one seed per call.
 
     OMP_NUM_THREADS=1 python results/validation/run.py ARM SEED --data-dir ../shared/mnist
     python results/validation/run.py --table v3      # a round's finished arms: per-seed means, mean +- std, loss
@@ -6,7 +6,8 @@
 Every run trains on the first 55,000 training images and evaluates on the last 5,000 (``holdout=5000``); the
 test set is never loaded. Each arm is a model from ``model.py`` (or ``StagedNet`` with the layers a candidate
 needs) and a recipe from ``utils.RECIPES`` with the overrides named below. Writes ``<ROUND>/<ARM>/seed<SEED>.json``
-beside this file (``v2/`` or ``v3/``, the design the arm belongs to); a seed whose JSON exists is not run again.
+beside this file (``v2/``, ``v3/`` or ``v4/``, the design the arm belongs to); a seed whose JSON exists is not run
+again.
 """
 from __future__ import annotations
 
@@ -53,8 +54,19 @@ ARMS = {
                    lambda: model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02), "Model_3", {"batch_size": 64}),
     "v3_shift": ("Model_3's layers and recipe + random whole-pixel shifts up to 10 % of the size (up to 3 px)",
                  lambda: model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02), "Model_3", {"translation": 0.1}),
+    # design v4, step 3 (v4/PLAN.md): stage A, no dropout in block 1 (a speed change), against v3_batch64
+    "v4_block1_no_dropout": ("Model_3 (batch 64) without dropout in block 1; dropout 0.02 after the transition and "
+                             "block 2's convs", lambda: model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02,
+                                                                        block1_dropout=False), "Model_3", {}),
+    # stage B, one change each against v4_block1_no_dropout
+    "v4_head24": ("+ a hidden layer in the head: GAP -> 1x1 16->24 -> ReLU -> 1x1 24->10",
+                  lambda: model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02, block1_dropout=False,
+                                          head_hidden=24), "Model_3", {}),
+    "v4_block1_10": ("+ block 1's first conv 8 -> 10 channels",
+                     lambda: model.StagedNet((10, 16), 8, (16, 16, 16), dropout=0.02, block1_dropout=False),
+                     "Model_3", {}),
 }
-ROUNDS = {arm: "v3" if arm.startswith("v3_") else "v2" for arm in ARMS}
+ROUNDS = {arm: arm.split("_")[0] if arm.startswith(("v3_", "v4_")) else "v2" for arm in ARMS}
 
 
 def table(round_: str) -> str:
