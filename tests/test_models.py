@@ -39,6 +39,28 @@ def test_conv_block_without_dropout_has_no_dropout_module():
     assert type(model.conv_block(4, 8, dropout=0.1)[-1]) is nn.Dropout
 
 
+def test_block1_dropout_false_removes_only_block_1s_dropout():
+    def dropout_parents(net):
+        return sorted(name.split(".")[0] for name, m in net.named_modules() if isinstance(m, nn.Dropout))
+
+    layers = ((8, 16), 8, (16, 16, 16))
+    with_all = model.StagedNet(*layers, dropout=0.02)
+    without = model.StagedNet(*layers, dropout=0.02, block1_dropout=False)
+    assert dropout_parents(with_all) == ["block1"] * 2 + ["block2"] * 3 + ["transition1"]
+    assert dropout_parents(without) == ["block2"] * 3 + ["transition1"]
+    assert with_all.state_dict().keys() == without.state_dict().keys()  # dropout holds no weights
+
+
+def test_head_hidden_is_two_1x1_convs_after_the_pool():
+    net = model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02, head_hidden=24)
+    assert [type(m) for m in net.head] == [nn.Conv2d, nn.ReLU, nn.Conv2d]
+    assert [(c.in_channels, c.out_channels, c.kernel_size) for c in net.head[::2]] == [(16, 24, (1, 1)),
+                                                                                        (24, 10, (1, 1))]
+    plain = model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02)
+    assert utils.count_parameters(net) - utils.count_parameters(plain) == (16 * 24 + 24 + 24 * 10 + 10) - (16 * 10 + 10)
+    assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
 @pytest.mark.parametrize("cls", MODELS, ids=lambda c: c.__name__)
 def test_outputs_log_probabilities_and_every_parameter_learns(cls):
     torch.manual_seed(0)
