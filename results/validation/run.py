@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 python results/validation/run.py ARM SEED --data-dir ../shared/mnist
     python results/validation/run.py --table v3      # a round's finished arms: per-seed means, mean +- std, loss
+    python results/validation/run.py --compare ARM REFERENCE   # paired: per-seed difference, mean, SE, n
 
 Every run trains on the first 55,000 training images and evaluates on the last 5,000 (``holdout=5000``); the
 test set is never loaded. Each arm is a model from ``model.py`` (or ``StagedNet`` with the layers a candidate
@@ -69,6 +70,23 @@ ARMS = {
 ROUNDS = {arm: arm.split("_")[0] if arm.startswith(("v3_", "v4_")) else "v2" for arm in ARMS}
 
 
+def last_five_means(arm: str) -> dict[int, float]:
+    """An arm's finished runs: seed -> mean validation accuracy of epochs 11-15."""
+    files = (HERE / ROUNDS[arm] / arm).glob("seed*.json")
+    return {int(f.stem[4:]): statistics.mean(json.loads(f.read_text())["history"]["test_acc"][-5:]) for f in files}
+
+
+def compare(arm: str, reference: str) -> str:
+    """``arm`` minus ``reference`` seed by seed, on the seeds both have: the differences, their mean and SE."""
+    a, r = last_five_means(arm), last_five_means(reference)
+    seeds = sorted(set(a) & set(r))
+    diffs = [a[s] - r[s] for s in seeds]
+    se = f"{statistics.stdev(diffs) / len(diffs) ** 0.5:.2f}" if len(diffs) > 1 else "–"
+    per_seed = ", ".join(f"{s}: {round(d, 2) + 0.0:+.2f}" for s, d in zip(seeds, diffs))  # no "-0.00"
+    return (f"{arm} - {reference}: paired delta {statistics.mean(diffs):+.2f} (SE {se}, n = {len(diffs)}); "
+            f"per seed {per_seed}") if diffs else f"{arm} and {reference} share no finished seed"
+
+
 def table(round_: str) -> str:
     """One Markdown row per arm of ``round_`` with finished runs: last-five means per seed, mean +- std, lowest
     epoch, loss."""
@@ -96,6 +114,13 @@ def main() -> int:
                   file=sys.stderr)
             return 2
         print(table(round_))
+        return 0
+    if sys.argv[1:2] == ["--compare"]:
+        unknown = [a for a in sys.argv[2:4] if a not in ARMS]
+        if len(sys.argv) != 4 or unknown:
+            print(f"error: --compare takes two arms of: {', '.join(ARMS)}", file=sys.stderr)
+            return 2
+        print(compare(sys.argv[2], sys.argv[3]))
         return 0
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("arm", choices=ARMS)
