@@ -5,10 +5,12 @@
 Trains the same model with the same recipe through both pipelines, alternating epoch by epoch (device,
 conventional, ..., device, ...) so that all see the same machine state, and times the training epoch and the
 evaluation separately. On a CPU a third variant, the device pipeline in PyTorch's default NCHW layout instead of
-``channels_last``, measures what the layout buys. The report ends with what one full run of the device pipeline
-takes (the recipe's epochs x the median epoch and evaluation). The floor is what the model's arithmetic alone
-would cost: forward+backward multiply-adds per image (3x the forward ones) x 60,000 / the multiply-adds per
-second this device reaches on a large matrix product. Results go to ``<out>/bench_<device>.json`` (written atomically).
+``channels_last``, measures what the layout buys; for Model_3 a fourth, design v3's Model_3 (dropout in block 1
+too, the same weights) on the device pipeline, what leaving block 1 without dropout buys. The report ends with
+what one full run of the device pipeline takes (the recipe's epochs x the median epoch and evaluation). The floor
+is what the model's arithmetic alone would cost: forward+backward multiply-adds per image (3x the forward ones)
+x 60,000 / the multiply-adds per second this device reaches on a large matrix product. Results go to
+``<out>/bench_<device>.json`` (written atomically).
 """
 from __future__ import annotations
 
@@ -24,6 +26,9 @@ from torch import nn
 import model as models
 import train
 import utils
+
+
+BLOCK1_DROPOUT = "device, v3 dropout"  # the variant with design v3's dropout in block 1
 
 
 def conv_macs(net: nn.Module, input_size: tuple[int, int, int] = (1, 28, 28)) -> int:
@@ -102,13 +107,16 @@ def main(argv: list[str] | None = None) -> int:
 
     # the project's layout (utils.to_device: channels_last on a CPU) for both pipelines, and on a CPU the
     # device pipeline once more in the default layout, to measure what channels_last buys
-    variants = {"device": ("device", True), "conventional": ("conventional", True)}
+    build = getattr(models, args.model)
+    variants = {"device": ("device", True, build), "conventional": ("conventional", True, build)}
     if device.type == "cpu":
-        variants["device, NCHW"] = ("device", False)
+        variants["device, NCHW"] = ("device", False, build)
+    if args.model == "Model_3":
+        variants[BLOCK1_DROPOUT] = ("device", True, lambda: models.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02))
     runs = {}
-    for label, (pipeline, project_layout) in variants.items():
+    for label, (pipeline, project_layout, build) in variants.items():
         utils.set_seed(cfg.seed)
-        net = getattr(models, args.model)()
+        net = build()
         net = utils.to_device(net, device) if project_layout else net.to(device)
         train_loader, test_loader = utils.make_loaders(
             args.data_dir, pipeline, cfg.batch_size, cfg.rotation, cfg.seed, device, not args.no_download,
@@ -146,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     if "device, NCHW" in report:
         layout = report["device, NCHW"]["median_epoch_seconds"] / report["device"]["median_epoch_seconds"]
         print(f"channels_last makes the device-resident epoch {layout:.2f}x faster than the default NCHW layout")
+    if BLOCK1_DROPOUT in report:
+        dropout = report[BLOCK1_DROPOUT]["median_epoch_seconds"] / report["device"]["median_epoch_seconds"]
+        print(f"no dropout in block 1 makes the device-resident epoch {dropout:.2f}x faster than design v3's dropout")
     epochs = utils.RECIPES[args.model].epochs
     full = epochs * (report["device"]["median_epoch_seconds"] + report["device"]["median_eval_seconds"])
     print(f"one {epochs}-epoch run, device pipeline: {epochs} x (train + eval) = {full:.0f}s ({full / 60:.1f} min)"

@@ -8,7 +8,7 @@ count, per-epoch metrics, wall time; written atomically) and its final weights `
 skipped, so a killed multi-seed run resumes where it stopped. The defaults of every training option are the
 model's recipe in ``utils.RECIPES``. Bad input gets one line on stderr and exit code 2.
 
-    python train.py --evaluate results/Model_3/Model_3_seed2001.pt [--model Model_3]
+    python train.py --evaluate results/Model_3/Model_3_seed3001.pt [--model Model_3]
 
 evaluates a weights file on the MNIST test set instead (seconds): accuracy, error count and the confusion counts.
 Without ``--model`` it uses the architecture the weights fit.
@@ -114,8 +114,9 @@ def load_for_evaluation(parser: argparse.ArgumentParser, path: str, name: str | 
     """The model ``name`` with the weights in ``path`` loaded, or a one-line error: a missing or unreadable file,
     or weights of another architecture.
 
-    Without ``name``: the architecture the weights fit. Model_2 and Model_3 share their layers, so a file that fits
-    both is named by the ``model`` of the JSON that train.py wrote beside it, or as "Model_2/Model_3".
+    Without ``name``: the architecture the weights fit. Model_2 and Model_3 have the same weights (they differ only
+    in dropout), so a file that fits both is named by the ``model`` of the JSON that train.py wrote beside it, or
+    as "Model_2/Model_3".
     """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)

@@ -18,13 +18,16 @@ def test_conv_macs_counts_every_layer():
     assert bench.conv_macs(model.Model_1()) > first_conv
 
 
-def test_bench_smoke(mnist_root, tmp_path, capsys):
-    assert bench.main(["--epochs", "1", "--model", "Model_1", "--data-dir", str(mnist_root), "--no-download",
+@pytest.mark.parametrize("name", ["Model_1", "Model_3"])
+def test_bench_smoke(name, mnist_root, tmp_path, capsys):
+    assert bench.main(["--epochs", "1", "--model", name, "--data-dir", str(mnist_root), "--no-download",
                        "--device", "cpu", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "faster per training epoch" in out and "arithmetic floor" in out
     record = json.loads((tmp_path / "bench_cpu.json").read_text())
-    assert set(record["pipelines"]) == {"device", "conventional", "device, NCHW"}
+    extra = {bench.BLOCK1_DROPOUT} if name == "Model_3" else set()  # design v3's dropout, for Model_3 only
+    assert set(record["pipelines"]) == {"device", "conventional", "device, NCHW"} | extra
+    assert ("no dropout in block 1 makes" in out) == (name == "Model_3")
     assert "one 15-epoch run" in out and record["full_run_seconds"] > 0
     for r in record["pipelines"].values():
         assert len(r["epoch_seconds"]) == 1 and r["images_per_second"] > 0

@@ -168,7 +168,7 @@ def test_evaluate_refuses_bad_weights_in_one_line(mnist_root, smoke_weights, tmp
 
 
 def test_evaluate_names_model_2_and_model_3_weights_by_their_json(mnist_root, tmp_path, capsys):
-    """Model_2 and Model_3 share their layers: the JSON beside the weights says which one it is."""
+    """Model_2 and Model_3 have the same weights: the JSON beside the weights says which one it is."""
     weights = tmp_path / "Model_3_seed1.pt"
     torch.save(model.Model_3().state_dict(), weights)
     args = ["--evaluate", str(weights), "--data-dir", str(mnist_root), "--no-download", "--device", "cpu"]

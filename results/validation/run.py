@@ -45,7 +45,7 @@ ARMS = {
     "after_v2_separable_step3_recipe": ("separable block 2 with Model_3's recipe (dropout 0.02)",
                                         lambda: model.StagedNet((8, 16), None, (32, 32, 32, 32), dropout=0.02,
                                                                 separable=True), "Model_3", {}),
-    # design v3, step 3 (results/PLAN.md): stage A, channel-wise dropout (a speed change)
+    # design v3, step 3 (results/design_v3/PLAN.md): stage A, channel-wise dropout (a speed change)
     "v3_channel_dropout": ("Model_3's recipe with channel-wise dropout 0.02 (nn.Dropout2d)",
                            lambda: model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02, channelwise=True),
                            "Model_3", {}),
@@ -55,7 +55,7 @@ ARMS = {
                    lambda: model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02), "Model_3", {"batch_size": 64}),
     "v3_shift": ("Model_3's layers and recipe + random whole-pixel shifts up to 10 % of the size (up to 3 px)",
                  lambda: model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02), "Model_3", {"translation": 0.1}),
-    # design v4, step 3 (v4/PLAN.md): stage A, no dropout in block 1 (a speed change), against v3_batch64
+    # design v4, step 3 (results/PLAN.md): stage A, no dropout in block 1 (a speed change), against v3_batch64
     "v4_block1_no_dropout": ("Model_3 (batch 64) without dropout in block 1; dropout 0.02 after the transition and "
                              "block 2's convs", lambda: model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02,
                                                                         block1_dropout=False), "Model_3", {}),
