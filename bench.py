@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             r["epoch"].append(seconds)
             r["eval"].append(eval_seconds)
             r["acc"].append(acc)
-            print(f"epoch {epoch} | {pipeline:>14} | train {seconds:6.2f}s | eval {eval_seconds:5.2f}s | "
+            print(f"epoch {epoch} | {pipeline:>18} | train {seconds:6.2f}s | eval {eval_seconds:5.2f}s | "
                   f"test acc {acc:6.2f}%", flush=True)
 
     macs = 3 * conv_macs(runs["device"]["net"])
@@ -145,10 +145,10 @@ def main(argv: list[str] | None = None) -> int:
                             "images_per_second": r["images"] / median,
                             "median_eval_seconds": statistics.median(r["eval"]), "test_acc": r["acc"]}
     ratio = report["conventional"]["median_epoch_seconds"] / report["device"]["median_epoch_seconds"]
-    print(f"\n{'variant':>14} {'median s/epoch':>15} {'min-max':>13} {'images/s':>9} {'eval s':>7}")
+    print(f"\n{'variant':>18} {'median s/epoch':>15} {'min-max':>13} {'images/s':>9} {'eval s':>7}")
     for pipeline, r in report.items():
         lo, hi = r["spread_seconds"]
-        print(f"{pipeline:>14} {r['median_epoch_seconds']:15.2f} {f'{lo:.2f}-{hi:.2f}':>13} "
+        print(f"{pipeline:>18} {r['median_epoch_seconds']:15.2f} {f'{lo:.2f}-{hi:.2f}':>13} "
               f"{r['images_per_second']:9.0f} {r['median_eval_seconds']:7.2f}")
     print(f"device-resident is {ratio:.2f}x faster per training epoch on {utils.device_name(device)}")
     if "device, NCHW" in report:
