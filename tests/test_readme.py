@@ -103,11 +103,17 @@ def test_every_planned_fresh_seed_is_run_and_reported():
     check_rows(seed_rows(section_text("## Fresh seeds")), records)
 
 
-def test_design_v2_kept_every_one_of_its_fresh_seeds():
-    records = records_in("design_v2/Model_3")
-    assert sorted(records) == planned_fresh_seeds("results/design_v2/PLAN.md")
-    assert {r["config"]["batch_size"] for r in records.values()} == {128} and len(records) == 10
-    assert not set(planned_fresh_seeds("results/PLAN.md")) & set(planned_fresh_seeds("results/design_v2/PLAN.md"))
+@pytest.mark.parametrize("design, batch_size", [("design_v2", 128), ("design_v3", 64)])
+def test_superseded_designs_kept_every_one_of_their_fresh_seeds(design, batch_size):
+    records = records_in(f"{design}/Model_3")
+    assert sorted(records) == planned_fresh_seeds(f"results/{design}/PLAN.md")
+    assert {r["config"]["batch_size"] for r in records.values()} == {batch_size} and len(records) == 10
+
+
+def test_each_design_named_seeds_no_earlier_design_had():
+    plans = ["results/design_v2/PLAN.md", "results/design_v3/PLAN.md", "results/PLAN.md"]
+    seeds = [set(planned_fresh_seeds(plan)) for plan in plans]
+    assert all(len(s) == 10 for s in seeds) and len(set.union(*seeds)) == 30
 
 
 def test_the_headline_states_the_fresh_seed_outcome():
@@ -126,9 +132,9 @@ def test_pipeline_comparison_quotes_the_fourth_designs_runs():
 
 
 def test_pipeline_check_quotes_design_v3s_conventional_runs():
-    conventional = records_in("Model_3/conventional")
+    conventional = records_in("design_v3/Model_3/conventional")
     assert {r["config"]["pipeline"] for r in conventional.values()} == {"conventional"}
-    device = runs(3)
+    device = records_in("design_v3/Model_3")
     rows = seed_rows(section_text("## The two input pipelines"))
     assert sorted(int(r[0]) for r in rows) == sorted(conventional) == [2001, 2002, 2003, 2004]
     for row in rows:
@@ -170,3 +176,55 @@ def test_receptive_field_table_is_the_computed_one():
             layer = convs[rf.layer]
             if isinstance(layer, torch.nn.Conv2d):
                 assert row[column] == f"{layer.in_channels}→{layer.out_channels}", (row[0], cls.__name__)
+
+
+def validation_driver():
+    """``results/validation/run.py`` as a module (it is a script, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("validation_run", ROOT / "results" / "validation" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# step 3's ablation table, row by row: the arm and the arm its paired delta is taken against
+ABLATION = [("step2_plain_16x3", None), ("step3_schedule", "step2_plain_16x3"),
+            ("step3_schedule_rotation", "step3_schedule"),
+            ("step3_schedule_rotation_dropout0.02", "step3_schedule_rotation"),
+            ("v3_batch64", "step3_schedule_rotation_dropout0.02"), ("v4_block1_no_dropout", "v3_batch64")]
+
+
+def test_step3_ablation_table_is_what_the_validation_runs_give():
+    """Each row's mean +- std over the seeds it shares with the row above, and its paired delta (SE) from run.py."""
+    run = validation_driver()
+    story = README.split("### Step 3", 1)[1].split("\n## ", 1)[0]
+    table = [line.strip().strip("|").split("|") for line in story.splitlines() if line.strip().startswith("|")]
+    rows = [[cell.strip().strip("*").replace("−", "-") for cell in row] for row in table[2:] if len(row) == 5]
+    assert len(rows) == len(ABLATION)
+    for row, (arm, reference) in zip(rows, ABLATION):
+        means = run.last_five_means(arm)
+        seeds = sorted(means if reference is None else set(means) & set(run.last_five_means(reference)))
+        values = [means[seed] for seed in seeds]
+        assert row[1] == f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} ({len(values)})", arm
+        if reference is None:
+            assert row[2] == "–"
+        else:
+            found = re.search(r"paired delta ([+-]\d\.\d\d) \(SE (\d\.\d\d), n = (\d+)\)", run.compare(arm, reference))
+            assert row[2] == f"{found[1]} ({found[2]})" and int(found[3]) == len(values), arm
+
+
+def test_paired_check_quotes_design_v3s_model_on_design_v4s_seeds():
+    """The post-hoc check: design v3's model on each of design v4's fresh seeds, paired seed by seed."""
+    paired, fresh = records_in("design_v3/paired"), runs(3)
+    assert sorted(paired) == sorted(fresh)
+    for record in paired.values():
+        assert record["evaluated_on"] == "test set" and record["config"] == fresh[record["seed"]]["config"]
+        assert record["parameters"] == 7442 and len(record["history"]["test_acc"]) == 15
+    diffs = [sum(fresh[s]["history"]["test_acc"][-5:]) / 5 - sum(paired[s]["history"]["test_acc"][-5:]) / 5
+             for s in sorted(paired)]
+    se = statistics.stdev(diffs) / len(diffs) ** 0.5
+    passing = sum(min(r["history"]["test_acc"][-5:]) >= utils.TARGET_ACC for r in paired.values())
+    text = " ".join(section_text("## Fresh seeds").split())
+    assert f"{mean_std(paired)} ({passing} of {len(paired)} seeds passing)" in text
+    assert f"{statistics.mean(diffs):+.2f} (SE {se:.2f}, n = {len(diffs)}" in text
