@@ -1,9 +1,12 @@
 """The README's numbers are the committed runs' numbers."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import statistics
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -180,8 +183,6 @@ def test_receptive_field_table_is_the_computed_one():
 
 def validation_driver():
     """``results/validation/run.py`` as a module (it is a script, not a package)."""
-    import importlib.util
-
     spec = importlib.util.spec_from_file_location("validation_run", ROOT / "results" / "validation" / "run.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -228,3 +229,13 @@ def test_paired_check_quotes_design_v3s_model_on_design_v4s_seeds():
     text = " ".join(section_text("## Fresh seeds").split())
     assert f"{mean_std(paired)} ({passing} of {len(paired)} seeds passing)" in text
     assert f"{statistics.mean(diffs):+.2f} (SE {se:.2f}, n = {len(diffs)}" in text
+
+
+def test_validation_driver_rejects_a_bad_compare_in_one_line():
+    done = subprocess.run([sys.executable, "results/validation/run.py", "--compare", "v4_head24", "no_such_arm"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("error: --compare takes two arms of: ") and done.stderr.count("\n") == 1
+    paired = subprocess.run([sys.executable, "results/validation/run.py", "--compare", "v4_head24",
+                             "v4_block1_no_dropout"], cwd=ROOT, capture_output=True, text=True)
+    assert paired.returncode == 0 and "paired delta -0.07 (SE 0.03, n = 3)" in paired.stdout
