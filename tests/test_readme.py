@@ -79,8 +79,17 @@ def check_rows(rows: list[list[str]], records: dict[int, dict]) -> None:
         assert row[2] == f"{min(acc[-5:]):.2f}" and row[3] == f"{sum(acc[-5:]) / 5:.2f}"
 
 
+def last5_mean(record: dict) -> float:
+    return sum(record["history"]["test_acc"][-5:]) / 5
+
+
+def passing(records: dict[int, dict]) -> int:
+    """How many runs hold the target in every one of their last five epochs."""
+    return sum(min(r["history"]["test_acc"][-5:]) >= utils.TARGET_ACC for r in records.values())
+
+
 def mean_std(records: dict[int, dict]) -> str:
-    means = [sum(r["history"]["test_acc"][-5:]) / 5 for r in records.values()]
+    means = [last5_mean(r) for r in records.values()]
     return f"{statistics.mean(means):.2f} ± {statistics.stdev(means):.2f} %"
 
 
@@ -121,9 +130,8 @@ def test_each_design_named_seeds_no_earlier_design_had():
 
 def test_the_headline_states_the_fresh_seed_outcome():
     records = runs(3)
-    passing = sum(min(r["history"]["test_acc"][-5:]) >= utils.TARGET_ACC for r in records.values())
     head = " ".join(README.split("## Contents", 1)[0].split())
-    assert f"**{passing} of 10 seeds** hold ≥ 99.4 % in every one of epochs 11–15" in head
+    assert f"**{passing(records)} of 10 seeds** hold ≥ 99.4 % in every one of epochs 11–15" in head
     assert f"mean of those epochs {mean_std(records)}" in head
 
 
@@ -144,7 +152,7 @@ def test_pipeline_check_quotes_design_v3s_conventional_runs():
         seed = int(row[0])
         acc = conventional[seed]["history"]["test_acc"][-5:]
         assert row[1:4] == [" ".join(f"{a:.2f}" for a in acc), f"{min(acc):.2f}", f"{sum(acc) / 5:.2f}"]
-        assert row[4] == f"{sum(device[seed]['history']['test_acc'][-5:]) / 5:.2f}"
+        assert row[4] == f"{last5_mean(device[seed]):.2f}"
     text = " ".join(section_text("## The two input pipelines").split())
     assert f"Conventional {mean_std(conventional)}" in text
 
@@ -222,12 +230,10 @@ def test_paired_check_quotes_design_v3s_model_on_design_v4s_seeds():
     for record in paired.values():
         assert record["evaluated_on"] == "test set" and record["config"] == fresh[record["seed"]]["config"]
         assert record["parameters"] == 7442 and len(record["history"]["test_acc"]) == 15
-    diffs = [sum(fresh[s]["history"]["test_acc"][-5:]) / 5 - sum(paired[s]["history"]["test_acc"][-5:]) / 5
-             for s in sorted(paired)]
+    diffs = [last5_mean(fresh[s]) - last5_mean(paired[s]) for s in sorted(paired)]
     se = statistics.stdev(diffs) / len(diffs) ** 0.5
-    passing = sum(min(r["history"]["test_acc"][-5:]) >= utils.TARGET_ACC for r in paired.values())
     text = " ".join(section_text("## Fresh seeds").split())
-    assert f"{mean_std(paired)} ({passing} of {len(paired)} seeds passing)" in text
+    assert f"{mean_std(paired)} ({passing(paired)} of {len(paired)} seeds passing)" in text
     assert f"{statistics.mean(diffs):+.2f} (SE {se:.2f}, n = {len(diffs)}" in text
 
 
