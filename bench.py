@@ -6,7 +6,7 @@ Trains the same model with the same recipe through both pipelines, alternating e
 conventional, ..., device, ...) so that all see the same machine state, and times the training epoch and the
 evaluation separately. On a CPU a third variant, the device pipeline in PyTorch's default NCHW layout instead of
 ``channels_last``, measures what the layout buys; for Model_3 a fourth, design v3's Model_3 (dropout in block 1
-too, the same weights) on the device pipeline, what leaving block 1 without dropout buys. The report ends with
+too, the same parameters) on the device pipeline, what leaving block 1 without dropout buys. The report ends with
 what one full run of the device pipeline takes (the recipe's epochs x the median epoch and evaluation). The floor
 is what the model's arithmetic alone would cost: forward+backward multiply-adds per image (3x the forward ones)
 x 60,000 / the multiply-adds per second this device reaches on a large matrix product. Results go to

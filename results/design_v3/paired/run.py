@@ -5,8 +5,9 @@
 Design v4 changed one thing, block 1's dropout, and its ten fresh seeds came out higher on the test set than design
 v3's ten (other seeds). This trains design v3's model (dropout 0.02 after every conv, block 1's included) with
 today's recipe on one of design v4's seeds, on the test set, so that the two designs can be compared seed by seed:
-same seed, same initial weights and the same order and angles of the training images; only block 1's dropout (and
-the random numbers it draws) differs. Writes ``seed<SEED>.json`` beside this file; a seed whose JSON exists is not
+same seed, same initial weights and the same order and angles of the training images (the loader has its own
+generator); block 1's dropout differs and, through the shared random stream it draws from, every later dropout
+mask. Writes ``seed<SEED>.json`` beside this file; a seed whose JSON exists is not
 run again. The design is frozen and its fresh runs are done: whatever this shows changes nothing.
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ import utils  # noqa: E402
 
 
 def design_v3_model() -> model.StagedNet:
-    """Design v3's Model_3: today's Model_3 with dropout 0.02 in block 1 too (the same weights)."""
+    """Design v3's Model_3: today's Model_3 with dropout 0.02 in block 1 too (the same parameters)."""
     return model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02)
 
 
