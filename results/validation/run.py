@@ -1,4 +1,4 @@
-"""The validation runs of designs v2, v3 and v4: one arm (layers + recipe) and one seed per call.
+"""The validation runs of designs v2 to v5: one arm (layers + recipe) and one seed per call.
 
     OMP_NUM_THREADS=1 python results/validation/run.py ARM SEED --data-dir ../shared/mnist
     python results/validation/run.py --table v3      # a round's finished arms: per-seed means, mean +- std, loss
@@ -7,7 +7,7 @@
 Every run trains on the first 55,000 training images and evaluates on the last 5,000 (``holdout=5000``); the
 test set is never loaded. Each arm is a model from ``model.py`` (or ``StagedNet`` with the layers a candidate
 needs) and a recipe from ``utils.RECIPES`` with the overrides named below. Writes ``<ROUND>/<ARM>/seed<SEED>.json``
-beside this file (``v2/``, ``v3/`` or ``v4/``, the design the arm belongs to); a seed whose JSON exists is not run
+beside this file (``v2/`` to ``v5/``, the design the arm belongs to); a seed whose JSON exists is not run
 again.
 """
 from __future__ import annotations
@@ -66,8 +66,17 @@ ARMS = {
     "v4_block1_10": ("+ block 1's first conv 8 -> 10 channels",
                      lambda: model.StagedNet((10, 16), 8, (16, 16, 16), dropout=0.02, block1_dropout=False),
                      "Model_3", {}),
+    # design v5, step 3 (results/validation/v5/PLAN.md): stage A, bf16 autocast for training on the CPU (a speed
+    # change), against v4_block1_no_dropout
+    "v5_bf16": ("v4's Model_3 and recipe, trained under bfloat16 autocast on the CPU (weights and evaluation float32)",
+                lambda: model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02, block1_dropout=False), "Model_3",
+                {"bf16": True}),
+    # stage B, against v5_bf16
+    "v5_batch32": ("+ batch 32 (same peak LR and schedule in epochs)",
+                   lambda: model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02, block1_dropout=False),
+                   "Model_3", {"bf16": True, "batch_size": 32}),
 }
-ROUNDS = {arm: arm.split("_")[0] if arm.startswith(("v3_", "v4_")) else "v2" for arm in ARMS}
+ROUNDS = {arm: arm.split("_")[0] if arm.startswith(("v3_", "v4_", "v5_")) else "v2" for arm in ARMS}
 
 
 def last_five_means(arm: str) -> dict[int, float]:
@@ -140,6 +149,7 @@ def main() -> int:
     utils.write_json_atomic(out, {
         "arm": args.arm, "what": what, "seed": args.seed, "config": vars(cfg),
         "evaluated_on": "last 5000 training images", "device": utils.device_name(utils.get_device()),
+        "training_precision": utils.precision_name(utils.training_dtype(cfg, utils.get_device())),
         "parameters": utils.count_parameters(net), "wall_seconds": round(time.perf_counter() - start, 2),
         "summary": utils.last_epochs_summary(history.test_acc), "history": history.to_dict()})
     return 0
