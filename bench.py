@@ -6,7 +6,9 @@ Trains the same model with the same recipe through both pipelines, alternating e
 conventional, ..., device, ...) so that all see the same machine state, and times the training epoch and the
 evaluation separately. On a CPU a third variant, the device pipeline in PyTorch's default NCHW layout instead of
 ``channels_last``, measures what the layout buys; for Model_3 a fourth, design v3's Model_3 (dropout in block 1
-too, the same parameters) on the device pipeline, what leaving block 1 without dropout buys. The report ends with
+too, the same parameters) on the device pipeline, what leaving block 1 without dropout buys. On a CPU with native
+bf16 one more variant trains the device pipeline in the other precision (float32 when the recipe trains under bf16
+autocast, bf16 when it does not; ``utils.training_dtype``), to measure what bf16 buys. The report ends with
 what one full run of the device pipeline takes (the recipe's epochs x the median epoch and evaluation). The floor
 is what the model's arithmetic alone would cost: forward+backward multiply-adds per image (3x the forward ones)
 x 60,000 / the multiply-adds per second this device reaches on a large matrix product. Results go to
@@ -29,6 +31,7 @@ import utils
 
 
 BLOCK1_DROPOUT = "device, v3 dropout"  # the variant with design v3's dropout in block 1
+PRECISION = "device, {}"  # the variant trained in the precision the recipe does not use: "float32" or "bf16"
 
 
 def conv_macs(net: nn.Module, input_size: tuple[int, int, int] = (1, 28, 28)) -> int:
@@ -80,6 +83,11 @@ def timed(fn, device: torch.device) -> tuple[float, object]:
     return time.perf_counter() - start, value
 
 
+def precision_label(dtype: torch.dtype) -> str:
+    """The name of the variant that trains the device pipeline in ``dtype``."""
+    return PRECISION.format("bf16" if dtype == torch.bfloat16 else "float32")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = train.Parser(description="Time the device-resident and the conventional pipeline side by side.",
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -103,18 +111,23 @@ def main(argv: list[str] | None = None) -> int:
     train.require_data(parser, args.data_dir, not args.no_download)
     # a constant LR: the timing must not depend on where a schedule happens to be
     cfg = utils.recipe(args.model, schedule="constant", **({"batch_size": args.batch_size} if args.batch_size else {}))
-    print(cfg, f"\ndevice: {utils.device_name(device)}")
+    dtype = utils.training_dtype(cfg, device)
+    print(cfg, f"\ndevice: {utils.device_name(device)} | training in {utils.precision_name(dtype)}")
 
     # the project's layout (utils.to_device: channels_last on a CPU) for both pipelines, and on a CPU the
     # device pipeline once more in the default layout, to measure what channels_last buys
     build = getattr(models, args.model)
-    variants = {"device": ("device", True, build), "conventional": ("conventional", True, build)}
+    variants = {"device": ("device", True, build, dtype), "conventional": ("conventional", True, build, dtype)}
     if device.type == "cpu":
-        variants["device, NCHW"] = ("device", False, build)
+        variants["device, NCHW"] = ("device", False, build, dtype)
     if args.model == "Model_3":
-        variants[BLOCK1_DROPOUT] = ("device", True, lambda: models.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02))
+        variants[BLOCK1_DROPOUT] = ("device", True, lambda: models.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02),
+                                    dtype)
+    other = torch.float32 if dtype == torch.bfloat16 else torch.bfloat16
+    if device.type == "cpu" and utils.cpu_has_native_bf16():
+        variants[precision_label(other)] = ("device", True, build, other)
     runs = {}
-    for label, (pipeline, project_layout, build) in variants.items():
+    for label, (pipeline, project_layout, build, variant_dtype) in variants.items():
         utils.set_seed(cfg.seed)
         net = build()
         net = utils.to_device(net, device) if project_layout else net.to(device)
@@ -123,10 +136,11 @@ def main(argv: list[str] | None = None) -> int:
             args.subset, num_workers=args.workers, translation=cfg.translation)
         optimizer, _ = utils.make_optimizer(net, cfg, len(train_loader))
         runs[label] = dict(net=net, train=train_loader, test=test_loader, opt=optimizer, epoch=[], eval=[],
-                              acc=[], images=len(train_loader.dataset))
+                           acc=[], images=len(train_loader.dataset), dtype=variant_dtype)
     for epoch in range(1, args.epochs + 1):
         for pipeline, r in runs.items():
-            seconds, _ = timed(lambda: utils.train_epoch(r["net"], r["train"], r["opt"], device, epoch=epoch), device)
+            seconds, _ = timed(lambda: utils.train_epoch(r["net"], r["train"], r["opt"], device, epoch=epoch,
+                                                         dtype=r["dtype"]), device)
             eval_seconds, (_, acc) = timed(lambda: utils.evaluate(r["net"], r["test"], device), device)
             r["epoch"].append(seconds)
             r["eval"].append(eval_seconds)
@@ -157,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     if BLOCK1_DROPOUT in report:
         dropout = report[BLOCK1_DROPOUT]["median_epoch_seconds"] / report["device"]["median_epoch_seconds"]
         print(f"no dropout in block 1 makes the device-resident epoch {dropout:.2f}x faster than design v3's dropout")
+    bf16, fp32 = precision_label(torch.bfloat16), precision_label(torch.float32)
+    if bf16 in report or fp32 in report:
+        slow, fast = (report[fp32], report["device"]) if fp32 in report else (report["device"], report[bf16])
+        gain = slow["median_epoch_seconds"] / fast["median_epoch_seconds"]
+        print(f"bf16 autocast makes the device-resident epoch {gain:.2f}x faster than float32")
     epochs = utils.RECIPES[args.model].epochs
     full = epochs * (report["device"]["median_epoch_seconds"] + report["device"]["median_eval_seconds"])
     print(f"one {epochs}-epoch run, device pipeline: {epochs} x (train + eval) = {full:.0f}s ({full / 60:.1f} min)"
@@ -166,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(the device-resident epoch takes {report['device']['median_epoch_seconds'] / floor:.0f}x that)")
 
     payload = {"model": args.model, "config": vars(cfg), "subset": args.subset, "device": utils.device_name(device),
+               "training_precision": utils.precision_name(dtype),
                "versions": utils.library_versions(),
                "speedup": ratio, "full_run_seconds": full, "macs_per_image_fwd_bwd": macs,
                "matmul_macs_per_second": rate, "floor_epoch_seconds": floor, "pipelines": report}

@@ -8,7 +8,7 @@ count, per-epoch metrics, wall time; written atomically) and its final weights `
 skipped, so a killed multi-seed run resumes where it stopped. The defaults of every training option are the
 model's recipe in ``utils.RECIPES``. Bad input gets one line on stderr and exit code 2.
 
-    python train.py --evaluate results/Model_3/Model_3_seed3001.pt [--model Model_3]
+    python train.py --evaluate results/Model_3/Model_3_seed4001.pt [--model Model_3]
 
 evaluates a weights file on the MNIST test set instead (seconds): accuracy, error count and the confusion counts.
 Without ``--model`` it uses the architecture the weights fit.
@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rotation", type=ANGLE, help="max rotation in degrees for augmentation (recipe)")
     p.add_argument("--translation", type=SHIFT,
                    help="max random shift per axis, as a fraction of the image size, e.g. 0.1 (recipe)")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction,
+                   help="train under bfloat16 autocast on a CPU with native bf16, float32 elsewhere "
+                        "(default: the recipe's)")
     p.add_argument("--seed", type=COUNT, help="one seed (same as --seeds N)")
     p.add_argument("--seeds", type=COUNT, nargs="+", help="several seeds, run one after another")
     p.add_argument("--pipeline", choices=("device", "conventional"), default="device",
@@ -206,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --seed or --seeds, not both")
     seeds = args.seeds or [args.seed if args.seed is not None else utils.RECIPES[args.model].seed]
     overrides = {k: v for k, v in dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                       rotation=args.rotation, translation=args.translation).items()
+                                       rotation=args.rotation, translation=args.translation,
+                                       bf16=args.bf16).items()
                  if v is not None}
     overrides |= {"pipeline": args.pipeline, "holdout": args.holdout}
     device = usable_device(parser, args.device)

@@ -9,6 +9,7 @@ from torch import nn
 
 import bench
 import model
+import utils
 
 
 def test_conv_macs_counts_every_layer():
@@ -26,8 +27,14 @@ def test_bench_smoke(name, mnist_root, tmp_path, capsys):
     assert "faster per training epoch" in out and "arithmetic floor" in out
     record = json.loads((tmp_path / "bench_cpu.json").read_text())
     extra = {bench.BLOCK1_DROPOUT} if name == "Model_3" else set()  # design v3's dropout, for Model_3 only
+    recipe_dtype = utils.training_dtype(utils.RECIPES[name], torch.device("cpu"))
+    other = torch.float32 if recipe_dtype == torch.bfloat16 else torch.bfloat16
+    if utils.cpu_has_native_bf16():  # the recipe's other precision, timed only where bf16 is native
+        extra.add(bench.precision_label(other))
     assert set(record["pipelines"]) == {"device", "conventional", "device, NCHW"} | extra
     assert ("no dropout in block 1 makes" in out) == (name == "Model_3")
+    assert ("bf16 autocast makes" in out) == utils.cpu_has_native_bf16()
+    assert record["training_precision"] == utils.precision_name(recipe_dtype)
     assert "one 15-epoch run" in out and record["full_run_seconds"] > 0
     for r in record["pipelines"].values():
         assert len(r["epoch_seconds"]) == 1 and r["images_per_second"] > 0

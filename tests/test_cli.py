@@ -184,5 +184,10 @@ def test_recipe_overrides_reach_the_run_record(mnist_root, tmp_path, capsys):
     args = ["--model", "Model_3", "--translation", "0.1", "--rotation", "5", "--data-dir", str(mnist_root),
             "--out", str(out), *SMOKE]
     assert train.main(args) == 0
-    config = json.loads((out / "Model_3_seed1.json").read_text())["config"]
+    record = json.loads((out / "Model_3_seed1.json").read_text())
+    config = record["config"]
     assert config["translation"] == 0.1 and config["rotation"] == 5.0 and config["batch_size"] == 100
+    assert record["training_precision"] == "float32" or config["bf16"]
+    assert train.main([*args[:-len(SMOKE)], "--out", str(tmp_path / "fp32"), "--no-bf16", *SMOKE]) == 0
+    record = json.loads((tmp_path / "fp32" / "Model_3_seed1.json").read_text())
+    assert record["config"]["bf16"] is False and record["training_precision"] == "float32"

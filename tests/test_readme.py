@@ -115,7 +115,7 @@ def test_every_planned_fresh_seed_is_run_and_reported():
     check_rows(seed_rows(section_text("## Fresh seeds")), records)
 
 
-@pytest.mark.parametrize("design, batch_size", [("design_v2", 128), ("design_v3", 64)])
+@pytest.mark.parametrize("design, batch_size", [("design_v2", 128), ("design_v3", 64), ("design_v4", 64)])
 def test_superseded_designs_kept_every_one_of_their_fresh_seeds(design, batch_size):
     records = records_in(f"{design}/Model_3")
     assert sorted(records) == planned_fresh_seeds(f"results/{design}/PLAN.md")
@@ -123,9 +123,9 @@ def test_superseded_designs_kept_every_one_of_their_fresh_seeds(design, batch_si
 
 
 def test_each_design_named_seeds_no_earlier_design_had():
-    plans = ["results/design_v2/PLAN.md", "results/design_v3/PLAN.md", "results/PLAN.md"]
+    plans = ["results/design_v2/PLAN.md", "results/design_v3/PLAN.md", "results/design_v4/PLAN.md", "results/PLAN.md"]
     seeds = [set(planned_fresh_seeds(plan)) for plan in plans]
-    assert all(len(s) == 10 for s in seeds) and len(set.union(*seeds)) == 30
+    assert all(len(s) == 10 for s in seeds) and len(set.union(*seeds)) == 40
 
 
 def test_the_headline_states_the_fresh_seed_outcome():
@@ -201,7 +201,8 @@ def validation_driver():
 ABLATION = [("step2_plain_16x3", None), ("step3_schedule", "step2_plain_16x3"),
             ("step3_schedule_rotation", "step3_schedule"),
             ("step3_schedule_rotation_dropout0.02", "step3_schedule_rotation"),
-            ("v3_batch64", "step3_schedule_rotation_dropout0.02"), ("v4_block1_no_dropout", "v3_batch64")]
+            ("v3_batch64", "step3_schedule_rotation_dropout0.02"), ("v4_block1_no_dropout", "v3_batch64"),
+            ("v5_bf16", "v4_block1_no_dropout")]
 
 
 def test_step3_ablation_table_is_what_the_validation_runs_give():
@@ -225,7 +226,7 @@ def test_step3_ablation_table_is_what_the_validation_runs_give():
 
 def test_paired_check_quotes_design_v3s_model_on_design_v4s_seeds():
     """The post-hoc check: design v3's model on each of design v4's fresh seeds, paired seed by seed."""
-    paired, fresh = records_in("design_v3/paired"), runs(3)
+    paired, fresh = records_in("design_v3/paired"), records_in("design_v4/Model_3")
     assert sorted(paired) == sorted(fresh)
     for record in paired.values():
         assert record["evaluated_on"] == "test set" and record["config"] == fresh[record["seed"]]["config"]

@@ -160,3 +160,36 @@ def test_a_very_short_onecycle_run_still_steps_through_its_schedule(steps):
     """A smoke run of a few batches (e.g. subset=300) must not crash inside OneCycleLR."""
     lrs = lr_per_step(utils.recipe("Model_3", epochs=1), steps)
     assert len(lrs) >= steps and all(0 < lr <= 0.1 for lr in lrs)
+
+
+@pytest.mark.parametrize("bf16, device, native, expected", [
+    (False, "cpu", True, torch.float32),
+    (True, "cpu", True, torch.bfloat16),
+    (True, "cpu", False, torch.float32),   # emulated bf16 would be slower, not faster
+    (True, "cuda", True, torch.float32),   # GPUs train in float32 (bf16 not measured there)
+])
+def test_bf16_applies_only_on_a_cpu_with_native_bf16(monkeypatch, bf16, device, native, expected):
+    monkeypatch.setattr(utils, "cpu_has_native_bf16", lambda: native)
+    assert utils.training_dtype(utils.Config(bf16=bf16), torch.device(device)) == expected
+
+
+def test_bf16_training_computes_convs_in_bf16_and_keeps_weights_and_evaluation_float32(mnist_root):
+    outputs = []
+    train, test = utils.make_loaders(mnist_root, batch_size=50, download=False)
+    runs = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        torch.manual_seed(0)
+        net = model.Model_3()
+        hook = net.block1[0][0].register_forward_hook(lambda m, i, o: outputs.append((m.training, o.dtype)))
+        opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+        runs[dtype] = utils.fit(net, train, test, opt, 1, CPU, log=None, dtype=dtype)
+        hook.remove()
+        assert all(p.dtype == torch.float32 for p in net.parameters())
+        assert all(b.dtype in (torch.float32, torch.long) for b in net.buffers())
+    train_dtypes = [d for training, d in outputs if training]
+    eval_dtypes = {d for training, d in outputs if not training}
+    half = len(train_dtypes) // 2
+    assert set(train_dtypes[:half]) == {torch.float32} and set(train_dtypes[half:]) == {torch.bfloat16}
+    assert eval_dtypes == {torch.float32}
+    assert runs[torch.bfloat16].train_loss != runs[torch.float32].train_loss  # the arithmetic did change
+    assert all(abs(a - b) < 0.5 for a, b in zip(runs[torch.bfloat16].train_loss, runs[torch.float32].train_loss))
