@@ -2,11 +2,11 @@
 
     python train.py --model Model_3 --epochs 15 --seeds 1 2 3 4 5 --data-dir data --out results
 
-Each (model, seed) run writes ``<out>/<model>_seed<seed>.json`` (config, device, library versions, parameter
-count, per-epoch metrics, wall time; written atomically) and its final weights ``<out>/<model>_seed<seed>.pt``
-(a ``state_dict``; load it with ``torch.load(path, weights_only=True)``). A seed whose JSON already exists is
-skipped, so a killed multi-seed run resumes where it stopped. The defaults of every training option are the
-model's recipe in ``utils.RECIPES``. Bad input gets one line on stderr and exit code 2.
+Each (model, seed) run writes ``<out>/<model>_seed<seed>.json`` (config, device, training precision, library
+versions, parameter count, per-epoch metrics, wall time; written atomically) and its final weights
+``<out>/<model>_seed<seed>.pt`` (a ``state_dict``; load it with ``torch.load(path, weights_only=True)``). A seed
+whose JSON already exists is skipped, so a killed multi-seed run resumes where it stopped. The defaults of every
+training option are the model's recipe in ``utils.RECIPES``. Bad input gets one line on stderr and exit code 2.
 
     python train.py --evaluate results/Model_3/Model_3_seed4001.pt [--model Model_3]
 

@@ -238,6 +238,21 @@ def test_paired_check_quotes_design_v3s_model_on_design_v4s_seeds():
     assert f"{statistics.mean(diffs):+.2f} (SE {se:.2f}, n = {len(diffs)}" in text
 
 
+def test_paired_check_quotes_design_v4s_float32_runs_on_design_v5s_seeds():
+    """The post-hoc check: Model_3's recipe in float32 (design v4) on each of design v5's fresh seeds, seed by seed."""
+    paired, fresh = records_in("design_v4/paired"), runs(3)
+    assert sorted(paired) == sorted(fresh)
+    for record in paired.values():
+        assert record["training_precision"] == "float32" and fresh[record["seed"]]["training_precision"] != "float32"
+        assert record["config"] == {**fresh[record["seed"]]["config"], "bf16": False}
+        assert record["evaluated_on"] == "test set" and len(record["history"]["test_acc"]) == 15
+    diffs = [last5_mean(fresh[s]) - last5_mean(paired[s]) for s in sorted(paired)]
+    se = statistics.stdev(diffs) / len(diffs) ** 0.5
+    text = " ".join(section_text("## Fresh seeds").split())
+    assert f"{mean_std(paired)}, {passing(paired)} of {len(paired)} seeds passing" in text
+    assert f"{statistics.mean(diffs):+.2f} (SE {se:.2f}, n = {len(diffs)}" in text
+
+
 def test_validation_driver_rejects_a_bad_compare_in_one_line():
     done = subprocess.run([sys.executable, "results/validation/run.py", "--compare", "v4_head24", "no_such_arm"],
                           cwd=ROOT, capture_output=True, text=True)

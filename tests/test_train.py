@@ -173,6 +173,13 @@ def test_bf16_applies_only_on_a_cpu_with_native_bf16(monkeypatch, bf16, device, 
     assert utils.training_dtype(utils.Config(bf16=bf16), torch.device(device)) == expected
 
 
+def test_without_torchs_cpu_capability_probes_bf16_is_not_native(monkeypatch):
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.delattr(torch.cpu, name, raising=False)
+    assert utils.cpu_has_native_bf16() is False
+    assert utils.training_dtype(utils.Config(bf16=True), CPU) == torch.float32
+
+
 def test_bf16_training_computes_convs_in_bf16_and_keeps_weights_and_evaluation_float32(mnist_root):
     outputs = []
     train, test = utils.make_loaders(mnist_root, batch_size=50, download=False)

@@ -55,7 +55,7 @@ ARMS = {
                    lambda: model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02), "Model_3", {"batch_size": 64}),
     "v3_shift": ("Model_3's layers and recipe + random whole-pixel shifts up to 10 % of the size (up to 3 px)",
                  lambda: model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02), "Model_3", {"translation": 0.1}),
-    # design v4, step 3 (results/PLAN.md): stage A, no dropout in block 1 (a speed change), against v3_batch64
+    # design v4, step 3 (results/design_v4/PLAN.md): stage A, no dropout in block 1 (a speed change), against v3_batch64
     "v4_block1_no_dropout": ("Model_3 (batch 64) without dropout in block 1; dropout 0.02 after the transition and "
                              "block 2's convs", lambda: model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02,
                                                                         block1_dropout=False), "Model_3", {}),
@@ -66,7 +66,7 @@ ARMS = {
     "v4_block1_10": ("+ block 1's first conv 8 -> 10 channels",
                      lambda: model.StagedNet((10, 16), 8, (16, 16, 16), dropout=0.02, block1_dropout=False),
                      "Model_3", {}),
-    # design v5, step 3 (results/validation/v5/PLAN.md): stage A, bf16 autocast for training on the CPU (a speed
+    # design v5, step 3 (results/PLAN.md): stage A, bf16 autocast for training on the CPU (a speed
     # change), against v4_block1_no_dropout
     "v5_bf16": ("v4's Model_3 and recipe, trained under bfloat16 autocast on the CPU (weights and evaluation float32)",
                 lambda: model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02, block1_dropout=False), "Model_3",
