@@ -11,6 +11,7 @@ Two input pipelines with the same semantics (normalisation, rotation range, pixe
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -459,7 +460,12 @@ def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, devi
     device; the only synchronisations are the progress bar's occasional refresh and the end of the epoch.
     """
     device = torch.device(device)
-    autocast = dtype != torch.float32
+    # float32 runs no autocast context at all: the code path of every run before bf16 existed, on any device
+    if dtype == torch.float32:
+        precision = contextlib.nullcontext
+    else:
+        def precision():
+            return torch.autocast(device.type, dtype=dtype)
     model.train()
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
@@ -468,7 +474,7 @@ def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, devi
     for step, (x, y) in enumerate(bar):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=dtype, enabled=autocast):
+        with precision():
             log_probs = model(x)
         log_probs = log_probs.float()
         loss = F.nll_loss(log_probs, y)

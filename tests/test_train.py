@@ -180,6 +180,16 @@ def test_without_torchs_cpu_capability_probes_bf16_is_not_native(monkeypatch):
     assert utils.training_dtype(utils.Config(bf16=True), CPU) == torch.float32
 
 
+def test_float32_training_never_enters_autocast(mnist_root, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("float32 training must not touch torch.autocast")
+    monkeypatch.setattr(torch, "autocast", refuse)
+    train, test = utils.make_loaders(mnist_root, batch_size=100, download=False)
+    net = tiny_net()
+    history = utils.fit(net, train, test, torch.optim.SGD(net.parameters(), lr=0.05), 1, CPU, log=None)
+    assert len(history.train_loss) == 1
+
+
 def test_bf16_training_computes_convs_in_bf16_and_keeps_weights_and_evaluation_float32(mnist_root):
     outputs = []
     train, test = utils.make_loaders(mnist_root, batch_size=50, download=False)
