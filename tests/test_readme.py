@@ -224,6 +224,13 @@ def test_step3_ablation_table_is_what_the_validation_runs_give():
             assert row[2] == f"{found[1]} ({found[2]})" and int(found[3]) == len(values), arm
 
 
+def paired_delta(runs_a: dict[int, dict], runs_b: dict[int, dict]) -> str:
+    """``a - b`` seed by seed over ``b``'s seeds, as the README quotes it: ``+0.02 (SE 0.02, n = 10``."""
+    diffs = [last5_mean(runs_a[s]) - last5_mean(runs_b[s]) for s in sorted(runs_b)]
+    se = statistics.stdev(diffs) / len(diffs) ** 0.5
+    return f"{statistics.mean(diffs):+.2f} (SE {se:.2f}, n = {len(diffs)}"
+
+
 def test_paired_check_quotes_design_v3s_model_on_design_v4s_seeds():
     """The post-hoc check: design v3's model on each of design v4's fresh seeds, paired seed by seed."""
     paired, fresh = records_in("design_v3/paired"), records_in("design_v4/Model_3")
@@ -231,11 +238,9 @@ def test_paired_check_quotes_design_v3s_model_on_design_v4s_seeds():
     for record in paired.values():
         assert record["evaluated_on"] == "test set" and record["config"] == fresh[record["seed"]]["config"]
         assert record["parameters"] == 7442 and len(record["history"]["test_acc"]) == 15
-    diffs = [last5_mean(fresh[s]) - last5_mean(paired[s]) for s in sorted(paired)]
-    se = statistics.stdev(diffs) / len(diffs) ** 0.5
     text = " ".join(section_text("## Fresh seeds").split())
     assert f"{mean_std(paired)} ({passing(paired)} of {len(paired)} seeds passing)" in text
-    assert f"{statistics.mean(diffs):+.2f} (SE {se:.2f}, n = {len(diffs)}" in text
+    assert paired_delta(fresh, paired) in text
 
 
 def test_paired_check_quotes_design_v4s_float32_runs_on_design_v5s_seeds():
@@ -246,11 +251,9 @@ def test_paired_check_quotes_design_v4s_float32_runs_on_design_v5s_seeds():
         assert record["training_precision"] == "float32" and fresh[record["seed"]]["training_precision"] != "float32"
         assert record["config"] == {**fresh[record["seed"]]["config"], "bf16": False}
         assert record["evaluated_on"] == "test set" and len(record["history"]["test_acc"]) == 15
-    diffs = [last5_mean(fresh[s]) - last5_mean(paired[s]) for s in sorted(paired)]
-    se = statistics.stdev(diffs) / len(diffs) ** 0.5
     text = " ".join(section_text("## Fresh seeds").split())
     assert f"{mean_std(paired)}, {passing(paired)} of {len(paired)} seeds passing" in text
-    assert f"{statistics.mean(diffs):+.2f} (SE {se:.2f}, n = {len(diffs)}" in text
+    assert paired_delta(fresh, paired) in text
 
 
 def test_validation_driver_rejects_a_bad_compare_in_one_line():
