@@ -25,6 +25,12 @@ sys.path.insert(0, str(HERE.parents[1]))
 import model  # noqa: E402
 import utils  # noqa: E402
 
+
+def design_v4_model() -> model.StagedNet:
+    """Model_3 since design v4: Model_2's layers, dropout 0.02 after the transition and block 2, none in block 1."""
+    return model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02, block1_dropout=False)
+
+
 # arm -> (what it tests, model factory, recipe, overrides); ROUNDS: which design's round each arm belongs to
 ARMS = {
     # step 2: which layers, trained with step 2's own recipe (constant LR 0.01, no augmentation, dropout 0.05)
@@ -57,8 +63,7 @@ ARMS = {
                  lambda: model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02), "Model_3", {"translation": 0.1}),
     # design v4, step 3 (results/design_v4/PLAN.md): stage A, no dropout in block 1 (a speed change), against v3_batch64
     "v4_block1_no_dropout": ("Model_3 (batch 64) without dropout in block 1; dropout 0.02 after the transition and "
-                             "block 2's convs", lambda: model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02,
-                                                                        block1_dropout=False), "Model_3", {}),
+                             "block 2's convs", design_v4_model, "Model_3", {}),
     # stage B, one change each against v4_block1_no_dropout
     "v4_head24": ("+ a hidden layer in the head: GAP -> 1x1 16->24 -> ReLU -> 1x1 24->10",
                   lambda: model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02, block1_dropout=False,
@@ -69,14 +74,23 @@ ARMS = {
     # design v5, step 3 (results/PLAN.md): stage A, bf16 autocast for training on the CPU (a speed
     # change), against v4_block1_no_dropout
     "v5_bf16": ("v4's Model_3 and recipe, trained under bfloat16 autocast on the CPU (weights and evaluation float32)",
-                lambda: model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02, block1_dropout=False), "Model_3",
-                {"bf16": True}),
+                design_v4_model, "Model_3", {"bf16": True}),
     # stage B, against v5_bf16
     "v5_batch32": ("+ batch 32 (same peak LR and schedule in epochs)",
-                   lambda: model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02, block1_dropout=False),
-                   "Model_3", {"bf16": True, "batch_size": 32}),
+                   design_v4_model, "Model_3", {"bf16": True, "batch_size": 32}),
 }
 ROUNDS = {arm: arm.split("_")[0] if arm.startswith(("v3_", "v4_", "v5_")) else "v2" for arm in ARMS}
+# what the recipes were when each round ran, where a later design changed them (Model_3's batch 128 -> 64 in v3,
+# bf16 training on the CPU in v5): applied before an arm's own overrides, so a rerun or a new seed of an arm
+# repeats the experiment its committed runs recorded
+RAN_WITH = {"v2": {"batch_size": 128, "bf16": False}, "v3": {"batch_size": 128, "bf16": False},
+            "v4": {"bf16": False}, "v5": {}}
+
+
+def config(arm: str, seed: int) -> utils.Config:
+    """The recipe ``arm`` trains with on ``seed``: evaluated on the last 5,000 training images."""
+    _, _, recipe_name, overrides = ARMS[arm]
+    return utils.recipe(recipe_name, seed=seed, holdout=5000, **{**RAN_WITH[ROUNDS[arm]], **overrides})
 
 
 def last_five_means(arm: str) -> dict[int, float]:
@@ -136,8 +150,8 @@ def main() -> int:
     p.add_argument("seed", type=int)
     p.add_argument("--data-dir", default="data")
     args = p.parse_args()
-    what, build, recipe_name, overrides = ARMS[args.arm]
-    cfg = utils.recipe(recipe_name, seed=args.seed, holdout=5000, **overrides)
+    what, build, _, _ = ARMS[args.arm]
+    cfg = config(args.arm, args.seed)
     out = HERE / ROUNDS[args.arm] / args.arm / f"seed{args.seed}.json"
     if out.exists():
         print(f"{out} exists, skipped")
