@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Subset, TensorDataset
 from torchvision import datasets, transforms
 
@@ -249,6 +250,7 @@ class Config:
     pipeline: str = "device"   # "device" | "conventional"
     holdout: int = 0           # > 0: evaluate on the last N training images instead of the test set
     bf16: bool = False         # train under bfloat16 autocast on a CPU with native bf16 (see training_dtype)
+    ema: float = 0.0           # > 0: evaluate and keep an exponential moving average of the weights (see fit)
 
     def __str__(self) -> str:
         return "config: " + " ".join(f"{k}={v}" for k, v in asdict(self).items())
@@ -452,8 +454,11 @@ def training_dtype(cfg: Config, device: torch.device | str) -> torch.dtype:
 
 
 def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, device: torch.device,
-                scheduler=None, epoch: int = 1, dtype: torch.dtype = torch.float32) -> tuple[float, float]:
+                scheduler=None, epoch: int = 1, dtype: torch.dtype = torch.float32,
+                ema: AveragedModel | None = None) -> tuple[float, float]:
     """One pass over ``loader``; ``scheduler`` (if given) is stepped after every batch. Returns (loss, acc %).
+
+    ``ema`` (if given) is updated from ``model`` after every optimiser step.
 
     ``dtype=torch.bfloat16`` runs the forward pass (and so its backward) under bf16 autocast; the weights and
     their updates stay float32, and the loss is taken in float32. Loss and correct counts are summed on the
@@ -482,6 +487,8 @@ def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, devi
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
         loss_sum += loss.detach() * len(y)
         correct += (log_probs.argmax(1) == y).sum()
         seen += len(y)
@@ -510,13 +517,21 @@ def evaluate(model: nn.Module, loader, device: torch.device) -> tuple[float, flo
 
 def fit(model: nn.Module, train_loader, test_loader, optimizer: torch.optim.Optimizer, epochs: int,
         device: torch.device, scheduler=None, per_batch: bool | None = None,
-        log: Callable[[str], None] | None = _print, dtype: torch.dtype = torch.float32) -> History:
+        log: Callable[[str], None] | None = _print, dtype: torch.dtype = torch.float32,
+        ema_decay: float = 0.0) -> History:
     """Train for ``epochs``, evaluating after each; prints one fixed-format line per epoch.
 
     ``per_batch`` says whether ``scheduler`` steps after each batch (OneCycleLR, CyclicLR: the default for
     those) or after each epoch (everything else). ``dtype``: the training forward pass's (:func:`train_epoch`);
     evaluation is always float32.
+    ``ema_decay > 0``: an exponential moving average of the weights and BatchNorm statistics
+    (``torch.optim.swa_utils``; ``ema = decay * ema + (1 - decay) * weights`` after every optimiser step) is what
+    each epoch evaluates, and ``model`` ends holding it, so the weights a run saves are the ones it scored.
     """
+    ema = None
+    if ema_decay > 0:
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+    scored = ema.module if ema is not None else model
     if per_batch is None:
         per_batch = isinstance(scheduler, (torch.optim.lr_scheduler.OneCycleLR, torch.optim.lr_scheduler.CyclicLR))
     history = History()
@@ -524,8 +539,8 @@ def fit(model: nn.Module, train_loader, test_loader, optimizer: torch.optim.Opti
         lr = optimizer.param_groups[0]["lr"]
         start = time.perf_counter()
         train_loss, train_acc = train_epoch(model, train_loader, optimizer, device,
-                                            scheduler if per_batch else None, epoch, dtype)
-        test_loss, test_acc = evaluate(model, test_loader, device)
+                                            scheduler if per_batch else None, epoch, dtype, ema)
+        test_loss, test_acc = evaluate(scored, test_loader, device)
         if scheduler is not None and not per_batch:
             scheduler.step()
         for name, value in zip(("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"),
@@ -534,6 +549,8 @@ def fit(model: nn.Module, train_loader, test_loader, optimizer: torch.optim.Opti
             getattr(history, name).append(value)
         if log:
             log(history.line(-1, epochs))
+    if ema is not None:
+        model.load_state_dict(ema.module.state_dict())
     return history
 
 
@@ -552,9 +569,12 @@ def train_model(model: nn.Module, cfg: Config, data_dir: str | Path = "data", de
     if log:
         log(f"{cfg}\ndevice: {device_name(device)} | training in {precision_name(dtype)} | "
             f"parameters: {count_parameters(model):,}")
+        if cfg.ema:
+            log(f"every evaluation below scores an exponential moving average of the weights (decay {cfg.ema})")
         if cfg.holdout:
             log(f"'test' below is the validation split (last {cfg.holdout} training images), not the test set")
-    return fit(model, train_loader, test_loader, optimizer, cfg.epochs, device, scheduler, log=log, dtype=dtype)
+    return fit(model, train_loader, test_loader, optimizer, cfg.epochs, device, scheduler, log=log, dtype=dtype,
+               ema_decay=cfg.ema)
 
 
 def precision_name(dtype: torch.dtype) -> str:

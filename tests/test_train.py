@@ -210,3 +210,21 @@ def test_bf16_training_computes_convs_in_bf16_and_keeps_weights_and_evaluation_f
     assert eval_dtypes == {torch.float32}
     assert runs[torch.bfloat16].train_loss != runs[torch.float32].train_loss  # the arithmetic did change
     assert all(abs(a - b) < 0.5 for a, b in zip(runs[torch.bfloat16].train_loss, runs[torch.float32].train_loss))
+
+
+def test_ema_scores_and_keeps_the_moving_average_of_the_weights(mnist_root):
+    """With ``Config.ema`` every epoch evaluates the averaged weights and the model ends holding them; a decay
+    near 0 averages nothing away, so it reproduces the plain run exactly."""
+    cfg = utils.Config(epochs=2, batch_size=50, lr=0.05, seed=5)
+    plain_net, ema_net, copy_net = model.Model_1(), model.Model_1(), model.Model_1()
+    plain = utils.train_model(plain_net, cfg, mnist_root, CPU, download=False, log=None)
+    averaged = utils.train_model(ema_net, utils.Config(**{**vars(cfg), "ema": 0.9}), mnist_root, CPU,
+                                 download=False, log=None)
+    assert averaged.train_loss == plain.train_loss  # the same training: only what is evaluated differs
+    assert averaged.test_loss != plain.test_loss
+    _, test = utils.make_loaders(mnist_root, batch_size=50, download=False)
+    assert utils.evaluate(ema_net, test, CPU) == (averaged.test_loss[-1], averaged.test_acc[-1])
+    assert any(not torch.equal(a, b) for a, b in zip(ema_net.parameters(), plain_net.parameters()))
+    tracking = utils.train_model(copy_net, utils.Config(**{**vars(cfg), "ema": 1e-12}), mnist_root, CPU,
+                                 download=False, log=None)
+    assert tracking.test_acc == plain.test_acc and tracking.test_loss == plain.test_loss

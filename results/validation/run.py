@@ -1,4 +1,4 @@
-"""The validation runs of designs v2 to v5: one arm (layers + recipe) and one seed per call.
+"""The validation runs of designs v2 to v6: one arm (layers + recipe) and one seed per call.
 
     OMP_NUM_THREADS=1 python results/validation/run.py ARM SEED --data-dir ../shared/mnist
     python results/validation/run.py --table v3      # a round's finished arms: per-seed means, mean +- std, loss
@@ -7,7 +7,7 @@
 Every run trains on the first 55,000 training images and evaluates on the last 5,000 (``holdout=5000``); the
 test set is never loaded. Each arm is a model from ``model.py`` (or ``StagedNet`` with the layers a candidate
 needs) and a recipe from ``utils.RECIPES`` with the overrides named below. Writes ``<ROUND>/<ARM>/seed<SEED>.json``
-beside this file (``v2/`` to ``v5/``, the design the arm belongs to); a seed whose JSON exists is not run
+beside this file (``v2/`` to ``v6/``, the design the arm belongs to); a seed whose JSON exists is not run
 again.
 """
 from __future__ import annotations
@@ -78,13 +78,19 @@ ARMS = {
     # stage B, against v5_bf16
     "v5_batch32": ("+ batch 32 (same peak LR and schedule in epochs)",
                    design_v4_model, "Model_3", {"bf16": True, "batch_size": 32}),
+    # design v6, step 3 (results/validation/v6/PLAN.md): one change each against v5_bf16 (today's Model_3)
+    "v6_ema": ("+ every evaluation scores an exponential moving average of the weights (decay 0.999 per step)",
+               design_v4_model, "Model_3", {"ema": 0.999}),
+    "v6_transition10": ("+ the 1x1 transition 16->8 widened to 16->10 channels (block 2's first conv 10->16)",
+                        lambda: model.StagedNet((8, 16), 10, (16, 16, 16), dropout=0.02, block1_dropout=False),
+                        "Model_3", {}),
 }
-ROUNDS = {arm: arm.split("_")[0] if arm.startswith(("v3_", "v4_", "v5_")) else "v2" for arm in ARMS}
+ROUNDS = {arm: arm.split("_")[0] if arm.startswith(("v3_", "v4_", "v5_", "v6_")) else "v2" for arm in ARMS}
 # what the recipes were when each round ran, where a later design changed them (Model_3's batch 128 -> 64 in v3,
 # bf16 training on the CPU in v5): applied before an arm's own overrides, so a rerun or a new seed of an arm
 # repeats the experiment its committed runs recorded
 RAN_WITH = {"v2": {"batch_size": 128, "bf16": False}, "v3": {"batch_size": 128, "bf16": False},
-            "v4": {"bf16": False}, "v5": {}}
+            "v4": {"bf16": False}, "v5": {}, "v6": {}}
 
 
 def config(arm: str, seed: int) -> utils.Config:
