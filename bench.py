@@ -14,7 +14,7 @@ buys. The report ends with what one full run of the device pipeline takes (the r
 and evaluation). The floor is what the model's arithmetic alone would cost in float32: forward+backward
 multiply-adds per image (3x the forward ones) x 60,000 / the multiply-adds per second this device reaches on a
 large float32 matrix product (there is no bf16 floor). Results go to ``<out>/bench_<device>.json`` (written
-atomically).
+atomically), with whether a CPU has native bf16 (``cpu_native_bf16``), which decides the precision variants.
 """
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="Model_3", choices=train.MODELS, help="architecture from model.py")
     p.add_argument("--epochs", type=train.positive(int), default=3, help="timed epochs per pipeline")
-    p.add_argument("--batch-size", type=train.positive(int), help="training batch size (recipe: 128)")
+    p.add_argument("--batch-size", type=train.positive(int), help="training batch size (default: the recipe's)")
     p.add_argument("--workers", type=train.COUNT, help="DataLoader workers for the conventional pipeline "
                                                "(default: 2 on CUDA, 0 on CPU)")
     p.add_argument("--subset", type=train.positive(int), help="only the first N images (smoke runs)")
@@ -188,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
 
     payload = {"model": args.model, "config": vars(cfg), "subset": args.subset, "device": utils.device_name(device),
                "training_precision": utils.precision_name(dtype),
+               "cpu_native_bf16": utils.cpu_has_native_bf16() if device.type == "cpu" else None,
                "versions": utils.library_versions(),
                "speedup": ratio, "full_run_seconds": full, "macs_per_image_fwd_bwd": macs,
                "matmul_macs_per_second": rate, "floor_epoch_seconds": floor, "pipelines": report}

@@ -35,6 +35,7 @@ def test_bench_smoke(name, mnist_root, tmp_path, capsys):
     assert ("no dropout in block 1 makes" in out) == (name == "Model_3")
     assert ("bf16 autocast makes" in out) == utils.cpu_has_native_bf16()
     assert record["training_precision"] == utils.precision_name(recipe_dtype)
+    assert record["cpu_native_bf16"] is utils.cpu_has_native_bf16()
     assert "one 15-epoch run" in out and record["full_run_seconds"] > 0
     for r in record["pipelines"].values():
         assert len(r["epoch_seconds"]) == 1 and r["images_per_second"] > 0
