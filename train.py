@@ -36,15 +36,17 @@ class Parser(argparse.ArgumentParser):
 
 
 def number(kind: type, low: float, high: float = float("inf"), rule: str = "must be a positive number",
-           low_inclusive: bool = False):
-    """An argparse type: ``kind(text)`` within ``(low, high]`` (``[low, high]`` with ``low_inclusive``), else ``rule``."""
+           low_inclusive: bool = False, high_inclusive: bool = True):
+    """An argparse type: ``kind(text)`` within ``(low, high]`` (``[`` / ``)`` with ``low_inclusive`` /
+    ``high_inclusive=False``), else ``rule``."""
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
         above = value >= low if low_inclusive else value > low
-        if not (above and value <= high and value < float("inf")):  # NaN fails every comparison
+        below = value <= high if high_inclusive else value < high
+        if not (above and below and value < float("inf")):  # NaN fails every comparison
             raise argparse.ArgumentTypeError(f"{text!r} {rule}")
         return value
     return parse
@@ -58,6 +60,8 @@ def positive(kind: type):
 ANGLE = number(float, 0, 180, "must be between 0 and 180 degrees", low_inclusive=True)
 COUNT = number(int, 0, rule="must be >= 0", low_inclusive=True)
 SHIFT = number(float, 0, 0.5, "must be between 0 and 0.5 (a fraction of the image size)", low_inclusive=True)
+DECAY = number(float, 0, 1, "must be at least 0 and below 1 (0: no moving average)", low_inclusive=True,
+               high_inclusive=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction,
                    help="train under bfloat16 autocast on a CPU with native bf16, float32 elsewhere "
                         "(default: the recipe's)")
+    p.add_argument("--ema", type=DECAY, metavar="DECAY",
+                   help="evaluate and keep an exponential moving average of the weights with this decay per step, "
+                        "e.g. 0.999; 0: off (recipe: off; tried in design v6, not adopted)")
     p.add_argument("--seed", type=COUNT, help="one seed (same as --seeds N)")
     p.add_argument("--seeds", type=COUNT, nargs="+", help="several seeds, run one after another")
     p.add_argument("--pipeline", choices=("device", "conventional"), default="device",
@@ -210,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = args.seeds or [args.seed if args.seed is not None else utils.RECIPES[args.model].seed]
     overrides = {k: v for k, v in dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                        rotation=args.rotation, translation=args.translation,
-                                       bf16=args.bf16).items()
+                                       bf16=args.bf16, ema=args.ema).items()
                  if v is not None}
     overrides |= {"pipeline": args.pipeline, "holdout": args.holdout}
     device = usable_device(parser, args.device)
@@ -227,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
                 payload = json.loads(path.read_text())
             except (json.JSONDecodeError, UnicodeDecodeError):
                 parser.error(f"{path} is not a results file (invalid JSON); move it away or pick another --out")
-            if payload.get("config") != utils.config_record(cfg, args.subset):
+            if not isinstance(payload.get("config"), dict) or not utils.same_experiment(payload["config"], cfg,
+                                                                                           args.subset):
                 parser.error(f"{path} holds a run with other settings; move it away or pick another --out")
             if payload.get("parameters") != n_params:
                 parser.error(f"{path} holds a run of another {args.model} ({payload.get('parameters')} parameters, "

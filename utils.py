@@ -635,6 +635,13 @@ def config_record(cfg: Config, subset: int | None = None) -> dict:
     return dict(vars(cfg), subset=subset)
 
 
+def same_experiment(saved: dict, cfg: Config, subset: int | None = None) -> bool:
+    """Whether a run's saved config record is ``cfg`` on ``subset``. A field the record predates (added to
+    :class:`Config` after the run, e.g. ``bf16`` or ``ema``) counts as its default, which is what that run used."""
+    defaults = {f.name: f.default for f in fields(Config)}
+    return {**defaults, **saved} == config_record(cfg, subset)
+
+
 def library_versions() -> dict[str, str]:
     return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__}
 

@@ -29,6 +29,8 @@ def run_cli(args: list[str], cwd) -> subprocess.CompletedProcess:
     (["--rotation", "400"], "between 0 and 180"),
     (["--translation", "3"], "between 0 and 0.5"),
     (["--translation", "-0.1"], "between 0 and 0.5"),
+    (["--ema", "1"], "below 1"),
+    (["--ema", "-0.5"], "below 1"),
     (["--seeds", "1", "-2"], "must be >= 0"),
     (["--seed", "1", "--seeds", "2"], "not both"),
     (["--device", "quantum"], "not usable here"),
@@ -85,6 +87,22 @@ def test_refuses_to_overwrite_a_run_with_other_settings(mnist_root, tmp_path, ca
         train.main([*base, "--lr", "0.5"])
     assert info.value.code == 2 and "other settings" in capsys.readouterr().err
     assert (out / "Model_1_seed1.json").read_text() == before
+
+
+def test_a_run_saved_before_a_config_field_existed_still_counts_as_done(mnist_root, tmp_path, capsys):
+    """A JSON written before ``Config.ema`` existed has no ``ema`` key: it ran without one, which is the default."""
+    out = tmp_path / "out"
+    base = ["--model", "Model_1", "--data-dir", str(mnist_root), "--out", str(out), *SMOKE]
+    assert train.main(base) == 0
+    path = out / "Model_1_seed1.json"
+    record = json.loads(path.read_text())
+    del record["config"]["ema"]
+    path.write_text(json.dumps(record))
+    capsys.readouterr()
+    assert train.main(base) == 0 and "seed 1: already done" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as info:
+        train.main([*base, "--ema", "0.9"])  # the same run with a moving average is another experiment
+    assert info.value.code == 2 and "other settings" in capsys.readouterr().err
 
 
 def test_a_result_of_an_earlier_architecture_is_not_taken_for_a_finished_seed(mnist_root, tmp_path, capsys):
@@ -187,7 +205,10 @@ def test_recipe_overrides_reach_the_run_record(mnist_root, tmp_path, capsys):
     record = json.loads((out / "Model_3_seed1.json").read_text())
     config = record["config"]
     assert config["translation"] == 0.1 and config["rotation"] == 5.0 and config["batch_size"] == 100
+    assert config["ema"] == 0.0  # the recipe's
     assert record["training_precision"] == "float32" or config["bf16"]
     assert train.main([*args[:-len(SMOKE)], "--out", str(tmp_path / "fp32"), "--no-bf16", *SMOKE]) == 0
     record = json.loads((tmp_path / "fp32" / "Model_3_seed1.json").read_text())
     assert record["config"]["bf16"] is False and record["training_precision"] == "float32"
+    assert train.main([*args[:-len(SMOKE)], "--out", str(tmp_path / "ema"), "--ema", "0.99", *SMOKE]) == 0
+    assert json.loads((tmp_path / "ema" / "Model_3_seed1.json").read_text())["config"]["ema"] == 0.99
