@@ -1,13 +1,14 @@
-"""The validation runs of designs v2 to v6: one arm (layers + recipe) and one seed per call.
+"""The validation runs of designs v2 to v7: one arm (layers + recipe) and one seed per call.
 
     OMP_NUM_THREADS=1 python results/validation/run.py ARM SEED --data-dir ../shared/mnist
     python results/validation/run.py --table v3      # a round's finished arms: per-seed means, mean +- std, loss
-    python results/validation/run.py --compare ARM REFERENCE   # paired: per-seed difference, mean, SE, n
+    python results/validation/run.py --compare ARM REFERENCE   # paired: per-seed difference, mean, SE, n (of the
+                                                             # last-five mean, then of the lowest epoch)
 
 Every run trains on the first 55,000 training images and evaluates on the last 5,000 (``holdout=5000``); the
 test set is never loaded. Each arm is a model from ``model.py`` (or ``StagedNet`` with the layers a candidate
 needs) and a recipe from ``utils.RECIPES`` with the overrides named below. Writes ``<ROUND>/<ARM>/seed<SEED>.json``
-beside this file (``v2/`` to ``v6/``, the design the arm belongs to); a seed whose JSON exists is not run
+beside this file (``v2/`` to ``v7/``, the design the arm belongs to); a seed whose JSON exists is not run
 again.
 """
 from __future__ import annotations
@@ -84,13 +85,18 @@ ARMS = {
     "v6_transition10": ("+ the 1x1 transition 16->8 widened to 16->10 channels (block 2's first conv 10->16)",
                         lambda: model.StagedNet((8, 16), 10, (16, 16, 16), dropout=0.02, block1_dropout=False),
                         "Model_3", {}),
+    # design v7, step 3 (results/validation/v7/PLAN.md): v6's EMA again, on new seeds 7-12, judged on the lowest
+    # epoch; its reference is today's Model_3 on the same new seeds (v5_bf16's config)
+    "v7_reference": ("today's Model_3 and recipe (design v5; the config of v5_bf16)", design_v4_model, "Model_3", {}),
+    "v7_ema": ("+ every evaluation scores an exponential moving average of the weights (decay 0.999 per step)",
+               design_v4_model, "Model_3", {"ema": 0.999}),
 }
-ROUNDS = {arm: arm.split("_")[0] if arm.startswith(("v3_", "v4_", "v5_", "v6_")) else "v2" for arm in ARMS}
+ROUNDS = {arm: arm.split("_")[0] if arm.startswith(("v3_", "v4_", "v5_", "v6_", "v7_")) else "v2" for arm in ARMS}
 # what the recipes were when each round ran, where a later design changed them (Model_3's batch 128 -> 64 in v3,
 # bf16 training on the CPU in v5): applied before an arm's own overrides, so a rerun or a new seed of an arm
 # repeats the experiment its committed runs recorded
 RAN_WITH = {"v2": {"batch_size": 128, "bf16": False}, "v3": {"batch_size": 128, "bf16": False},
-            "v4": {"bf16": False}, "v5": {}, "v6": {}}
+            "v4": {"bf16": False}, "v5": {}, "v6": {}, "v7": {"ema": 0.0}}
 
 
 def config(arm: str, seed: int) -> utils.Config:
@@ -99,20 +105,23 @@ def config(arm: str, seed: int) -> utils.Config:
     return utils.recipe(recipe_name, seed=seed, holdout=5000, **{**RAN_WITH[ROUNDS[arm]], **overrides})
 
 
-def last_five_means(arm: str) -> dict[int, float]:
-    """An arm's finished runs: seed -> mean validation accuracy of epochs 11-15."""
+def last_five_means(arm: str, stat=statistics.mean) -> dict[int, float]:
+    """An arm's finished runs: seed -> ``stat`` (the mean, or ``min`` for the lowest epoch) of the validation
+    accuracy of epochs 11-15."""
     files = (HERE / ROUNDS[arm] / arm).glob("seed*.json")
-    return {int(f.stem[4:]): statistics.mean(json.loads(f.read_text())["history"]["test_acc"][-5:]) for f in files}
+    return {int(f.stem[4:]): stat(json.loads(f.read_text())["history"]["test_acc"][-5:]) for f in files}
 
 
-def compare(arm: str, reference: str) -> str:
-    """``arm`` minus ``reference`` seed by seed, on the seeds both have: the differences, their mean and SE."""
-    a, r = last_five_means(arm), last_five_means(reference)
+def compare(arm: str, reference: str, stat=statistics.mean) -> str:
+    """``arm`` minus ``reference`` seed by seed, on the seeds both have: the differences of ``stat`` over epochs
+    11-15 (their mean by default, ``min`` for the lowest epoch), the mean difference and its SE."""
+    a, r = last_five_means(arm, stat), last_five_means(reference, stat)
     seeds = sorted(set(a) & set(r))
     diffs = [a[s] - r[s] for s in seeds]
     se = f"{statistics.stdev(diffs) / len(diffs) ** 0.5:.2f}" if len(diffs) > 1 else "–"
     per_seed = ", ".join(f"{s}: {round(d, 2) + 0.0:+.2f}" for s, d in zip(seeds, diffs))  # no "-0.00"
-    return (f"{arm} - {reference}: paired delta {statistics.mean(diffs):+.2f} (SE {se}, n = {len(diffs)}); "
+    what = "" if stat is statistics.mean else "lowest epoch, "
+    return (f"{arm} - {reference}: {what}paired delta {statistics.mean(diffs):+.2f} (SE {se}, n = {len(diffs)}); "
             f"per seed {per_seed}") if diffs else f"{arm} and {reference} share no finished seed"
 
 
@@ -150,6 +159,7 @@ def main() -> int:
             print(f"error: --compare takes two arms of: {', '.join(ARMS)}", file=sys.stderr)
             return 2
         print(compare(sys.argv[2], sys.argv[3]))
+        print(compare(sys.argv[2], sys.argv[3], min))
         return 0
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("arm", choices=ARMS)
