@@ -124,9 +124,31 @@ def test_superseded_designs_kept_every_one_of_their_fresh_seeds(design, batch_si
 
 
 def test_each_design_named_seeds_no_earlier_design_had():
-    plans = ["results/design_v2/PLAN.md", "results/design_v3/PLAN.md", "results/design_v4/PLAN.md", "results/PLAN.md"]
+    plans = ["results/design_v2/PLAN.md", "results/design_v3/PLAN.md", "results/design_v4/PLAN.md", "results/PLAN.md",
+             "results/validation/v6/PLAN.md"]
     seeds = [set(planned_fresh_seeds(plan)) for plan in plans]
-    assert all(len(s) == 10 for s in seeds) and len(set.union(*seeds)) == 40
+    seeds.append(set(MORE_SEEDS))  # design v6's plan names them for design v5's model, should v6 adopt nothing
+    assert all(len(s) == 10 for s in seeds) and len(set.union(*seeds)) == 60
+
+
+MORE_SEEDS = list(range(4011, 4021))
+
+
+def test_design_v5s_ten_more_seeds_are_run_and_reported():
+    """Design v6's plan named seeds 4011-4020 for today's Model_3 if v6 adopted nothing: every run is listed, and
+    the counts over all twenty seeds are the JSON files'."""
+    assert "**test seeds 4011–4020**" in " ".join((ROOT / "results/validation/v6/PLAN.md").read_text().split())
+    more, fresh = records_in("Model_3/more_seeds"), runs(3)
+    assert sorted(more) == MORE_SEEDS
+    for record in more.values():
+        assert record["config"] == {**fresh[4001]["config"], "seed": record["seed"], "ema": 0.0}
+        assert record["parameters"] == 7442 and record["training_precision"] == "bfloat16 autocast"
+    text = section_text("### Ten more seeds")
+    check_rows(seed_rows(text), more)
+    text = " ".join(text.split())
+    both = {**fresh, **more}
+    assert f"**{passing(more)} of 10** hold" in text and f"mean {mean_std(more)}" in text
+    assert f"**{passing(both)} of 20** seeds" in text and f"{mean_std(both)} (n = 20;" in text
 
 
 def test_the_headline_states_the_fresh_seed_outcome():
