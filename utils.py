@@ -550,8 +550,10 @@ def fit(model: nn.Module, train_loader, test_loader, optimizer: torch.optim.Opti
             getattr(history, name).append(value)
         if log:
             log(history.line(-1, epochs))
-    if ema is not None:
-        model.load_state_dict(ema.module.state_dict())
+    if ema is not None:  # the averaged weights and statistics; counters (BatchNorm's batch count) are not averages
+        trained = model.state_dict()
+        model.load_state_dict({k: v if v.is_floating_point() else trained[k]
+                               for k, v in ema.module.state_dict().items()})
     return history
 
 

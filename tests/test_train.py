@@ -225,6 +225,9 @@ def test_ema_scores_and_keeps_the_moving_average_of_the_weights(mnist_root):
     _, test = utils.make_loaders(mnist_root, batch_size=50, download=False)
     assert utils.evaluate(ema_net, test, CPU) == (averaged.test_loss[-1], averaged.test_acc[-1])
     assert any(not torch.equal(a, b) for a, b in zip(ema_net.parameters(), plain_net.parameters()))
+    counts = [(a, b) for (name, a), b in zip(ema_net.state_dict().items(), plain_net.state_dict().values())
+              if name.endswith("num_batches_tracked")]
+    assert counts and all(torch.equal(a, b) for a, b in counts)  # a count, kept as counted, not averaged
     tracking = utils.train_model(copy_net, utils.Config(**{**vars(cfg), "ema": 1e-12}), mnist_root, CPU,
                                  download=False, log=None)
     assert tracking.test_acc == plain.test_acc and tracking.test_loss == plain.test_loss
