@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -89,15 +90,20 @@ def test_refuses_to_overwrite_a_run_with_other_settings(mnist_root, tmp_path, ca
     assert (out / "Model_1_seed1.json").read_text() == before
 
 
+def finished_then_edited(mnist_root, tmp_path, edit) -> tuple[list[str], Path, dict]:
+    """A finished smoke run of Model_1 seed 1 whose JSON record ``edit`` then changes in place."""
+    base = ["--model", "Model_1", "--data-dir", str(mnist_root), "--out", str(tmp_path / "out"), *SMOKE]
+    assert train.main(base) == 0
+    path = tmp_path / "out" / "Model_1_seed1.json"
+    record = json.loads(path.read_text())
+    edit(record)
+    path.write_text(json.dumps(record))
+    return base, path, record
+
+
 def test_a_run_saved_before_a_config_field_existed_still_counts_as_done(mnist_root, tmp_path, capsys):
     """A JSON written before ``Config.ema`` existed has no ``ema`` key: it ran without one, which is the default."""
-    out = tmp_path / "out"
-    base = ["--model", "Model_1", "--data-dir", str(mnist_root), "--out", str(out), *SMOKE]
-    assert train.main(base) == 0
-    path = out / "Model_1_seed1.json"
-    record = json.loads(path.read_text())
-    del record["config"]["ema"]
-    path.write_text(json.dumps(record))
+    base, _, _ = finished_then_edited(mnist_root, tmp_path, lambda record: record["config"].pop("ema"))
     capsys.readouterr()
     assert train.main(base) == 0 and "seed 1: already done" in capsys.readouterr().out
     with pytest.raises(SystemExit) as info:
@@ -106,13 +112,10 @@ def test_a_run_saved_before_a_config_field_existed_still_counts_as_done(mnist_ro
 
 
 def test_a_result_of_an_earlier_architecture_is_not_taken_for_a_finished_seed(mnist_root, tmp_path, capsys):
-    out = tmp_path / "out"
-    base = ["--model", "Model_1", "--data-dir", str(mnist_root), "--out", str(out), *SMOKE]
-    assert train.main(base) == 0
-    path = out / "Model_1_seed1.json"
-    record = json.loads(path.read_text())
-    record["parameters"] += 1  # as if Model_1 had been changed since this run
-    path.write_text(json.dumps(record))
+    def earlier_architecture(record: dict) -> None:
+        record["parameters"] += 1  # as if Model_1 had been changed since this run
+
+    base, path, record = finished_then_edited(mnist_root, tmp_path, earlier_architecture)
     with pytest.raises(SystemExit) as info:
         train.main(base)
     assert info.value.code == 2 and "another Model_1" in capsys.readouterr().err
