@@ -93,10 +93,10 @@ ARMS = {
 }
 ROUNDS = {arm: arm.split("_")[0] if arm.startswith(("v3_", "v4_", "v5_", "v6_", "v7_")) else "v2" for arm in ARMS}
 # what the recipes were when each round ran, where a later design changed them (Model_3's batch 128 -> 64 in v3,
-# bf16 training on the CPU in v5): applied before an arm's own overrides, so a rerun or a new seed of an arm
-# repeats the experiment its committed runs recorded
-RAN_WITH = {"v2": {"batch_size": 128, "bf16": False}, "v3": {"batch_size": 128, "bf16": False},
-            "v4": {"bf16": False}, "v5": {}, "v6": {}, "v7": {"ema": 0.0}}
+# bf16 training on the CPU in v5, the EMA in v7): applied before an arm's own overrides, so a rerun or a new seed
+# of an arm repeats the experiment its committed runs recorded
+RAN_WITH = {"v2": {"batch_size": 128, "bf16": False, "ema": 0.0}, "v3": {"batch_size": 128, "bf16": False, "ema": 0.0},
+            "v4": {"bf16": False, "ema": 0.0}, "v5": {"ema": 0.0}, "v6": {"ema": 0.0}, "v7": {"ema": 0.0}}
 
 
 def config(arm: str, seed: int) -> utils.Config:
