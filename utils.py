@@ -447,8 +447,8 @@ def training_dtype(cfg: Config, device: torch.device | str) -> torch.dtype:
 
     On the development CPU (AVX512-BF16 and AMX) bf16 autocast made a training epoch 1.28x faster in ``bench.py``
     (``results/bench_cpu.json``) and validation runs 23 % shorter on average (``results/validation/v5/``); the
-    per-step timing quoted in ``results/PLAN.md`` came from a script that is not committed. GPUs and CPUs without
-    native bf16 train in float32: bf16 was not measured there. Weights, optimiser state and every evaluation stay
+    per-step timing quoted in ``results/design_v5/PLAN.md`` came from a script that is not committed. GPUs and
+    CPUs without native bf16 train in float32: bf16 was not measured there. Weights, optimiser state and every evaluation stay
     float32 either way.
     """
     native = torch.device(device).type == "cpu" and cpu_has_native_bf16()
@@ -575,6 +575,10 @@ def train_model(model: nn.Module, cfg: Config, data_dir: str | Path = "data", de
             f"parameters: {count_parameters(model):,}")
         if cfg.ema:
             log(f"every evaluation below scores an exponential moving average of the weights (decay {cfg.ema})")
+            share = cfg.ema ** (cfg.epochs * len(train_loader))  # what the initial weights still weigh at the end
+            if share > 0.05:
+                log(f"note: after this run's {cfg.epochs * len(train_loader):,} steps the moving average still holds "
+                    f"{share:.0%} of the initial weights; score a run this short without it (ema=0, --ema 0)")
         if cfg.holdout:
             log(f"'test' below is the validation split (last {cfg.holdout} training images), not the test set")
     return fit(model, train_loader, test_loader, optimizer, cfg.epochs, device, scheduler, log=log, dtype=dtype,

@@ -11,6 +11,7 @@ import torch
 
 import model
 import train
+import utils
 from conftest import ROOT
 
 SMOKE = ["--epochs", "1", "--batch-size", "100", "--no-download", "--device", "cpu"]
@@ -208,7 +209,7 @@ def test_recipe_overrides_reach_the_run_record(mnist_root, tmp_path, capsys):
     record = json.loads((out / "Model_3_seed1.json").read_text())
     config = record["config"]
     assert config["translation"] == 0.1 and config["rotation"] == 5.0 and config["batch_size"] == 100
-    assert config["ema"] == 0.0  # the recipe's
+    assert config["ema"] == utils.RECIPES["Model_3"].ema  # the recipe's
     assert record["training_precision"] == "float32" or config["bf16"]
     assert train.main([*args[:-len(SMOKE)], "--out", str(tmp_path / "fp32"), "--no-bf16", *SMOKE]) == 0
     record = json.loads((tmp_path / "fp32" / "Model_3_seed1.json").read_text())

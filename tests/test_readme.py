@@ -116,7 +116,8 @@ def test_every_planned_fresh_seed_is_run_and_reported():
     check_rows(seed_rows(section_text("## Fresh seeds")), records)
 
 
-@pytest.mark.parametrize("design, batch_size", [("design_v2", 128), ("design_v3", 64), ("design_v4", 64)])
+@pytest.mark.parametrize("design, batch_size", [("design_v2", 128), ("design_v3", 64), ("design_v4", 64),
+                                                ("design_v5", 64)])
 def test_superseded_designs_kept_every_one_of_their_fresh_seeds(design, batch_size):
     records = records_in(f"{design}/Model_3")
     assert sorted(records) == planned_fresh_seeds(f"results/{design}/PLAN.md")
@@ -124,31 +125,33 @@ def test_superseded_designs_kept_every_one_of_their_fresh_seeds(design, batch_si
 
 
 def test_each_design_named_seeds_no_earlier_design_had():
-    plans = ["results/design_v2/PLAN.md", "results/design_v3/PLAN.md", "results/design_v4/PLAN.md", "results/PLAN.md",
-             "results/validation/v6/PLAN.md"]
+    plans = ["results/design_v2/PLAN.md", "results/design_v3/PLAN.md", "results/design_v4/PLAN.md",
+             "results/design_v5/PLAN.md", "results/validation/v6/PLAN.md", "results/PLAN.md"]
     seeds = [set(planned_fresh_seeds(plan)) for plan in plans]
     seeds.append(set(MORE_SEEDS))  # design v6's plan names them for design v5's model, should v6 adopt nothing
-    assert all(len(s) == 10 for s in seeds) and len(set.union(*seeds)) == 60
+    assert all(len(s) == 10 for s in seeds) and len(set.union(*seeds)) == 70
 
 
 MORE_SEEDS = list(range(4011, 4021))
 
 
 def test_design_v5s_ten_more_seeds_are_run_and_reported():
-    """Design v6's plan named seeds 4011-4020 for today's Model_3 if v6 adopted nothing: every run is listed, and
-    the counts over all twenty seeds are the JSON files'."""
+    """Design v6's plan named seeds 4011-4020 for design v5's Model_3 if v6 adopted nothing: every run is listed in
+    their folder's README, and the counts over all twenty seeds are the JSON files'."""
     assert "**test seeds 4011–4020**" in " ".join((ROOT / "results/validation/v6/PLAN.md").read_text().split())
-    more, fresh = records_in("Model_3/more_seeds"), runs(3)
+    more, fresh = records_in("design_v5/Model_3/more_seeds"), records_in("design_v5/Model_3")
     assert sorted(more) == MORE_SEEDS
     for record in more.values():
         assert record["config"] == {**fresh[4001]["config"], "seed": record["seed"], "ema": 0.0}
         assert record["parameters"] == 7442 and record["training_precision"] == "bfloat16 autocast"
-    text = section_text("### Ten more seeds")
+    text = (ROOT / "results/design_v5/Model_3/more_seeds/README.md").read_text()
     check_rows(seed_rows(text), more)
     text = " ".join(text.split())
     both = {**fresh, **more}
     assert f"**{passing(more)} of 10** hold" in text and f"mean {mean_std(more)}" in text
     assert f"**{passing(both)} of 20** seeds" in text and f"{mean_std(both)} (n = 20;" in text
+    readme = " ".join(section_text("## Fresh seeds").split())
+    assert f"{passing(both)} of 20 seeds, {mean_std(both)}" in readme
 
 
 def test_the_headline_states_the_fresh_seed_outcome():
@@ -225,7 +228,7 @@ ABLATION = [("step2_plain_16x3", None), ("step3_schedule", "step2_plain_16x3"),
             ("step3_schedule_rotation", "step3_schedule"),
             ("step3_schedule_rotation_dropout0.02", "step3_schedule_rotation"),
             ("v3_batch64", "step3_schedule_rotation_dropout0.02"), ("v4_block1_no_dropout", "v3_batch64"),
-            ("v5_bf16", "v4_block1_no_dropout")]
+            ("v5_bf16", "v4_block1_no_dropout"), ("v6_ema", "v5_bf16")]
 
 
 def test_step3_ablation_table_is_what_the_validation_runs_give():
@@ -268,7 +271,7 @@ def test_paired_check_quotes_design_v3s_model_on_design_v4s_seeds():
 
 def test_paired_check_quotes_design_v4s_float32_runs_on_design_v5s_seeds():
     """The post-hoc check: Model_3's recipe in float32 (design v4) on each of design v5's fresh seeds, seed by seed."""
-    paired, fresh = records_in("design_v4/paired"), runs(3)
+    paired, fresh = records_in("design_v4/paired"), records_in("design_v5/Model_3")
     assert sorted(paired) == sorted(fresh)
     for record in paired.values():
         assert record["training_precision"] == "float32" and fresh[record["seed"]]["training_precision"] != "float32"
@@ -279,9 +282,23 @@ def test_paired_check_quotes_design_v4s_float32_runs_on_design_v5s_seeds():
     assert paired_delta(fresh, paired) in text
 
 
+def test_paired_check_quotes_design_v5s_recipe_without_the_ema_on_design_v7s_seeds():
+    """The post-hoc check: Model_3's recipe without the moving average (design v5) on each of design v7's fresh
+    seeds. The training is the same, loss for loss; only the weights each epoch scores differ."""
+    paired, fresh = records_in("design_v5/paired"), runs(3)
+    assert sorted(paired) == sorted(fresh)
+    for record in paired.values():
+        assert record["config"] == {**fresh[record["seed"]]["config"], "ema": 0.0} and record["config"]["ema"] == 0.0
+        assert record["history"]["train_loss"] == fresh[record["seed"]]["history"]["train_loss"]
+        assert record["evaluated_on"] == "test set" and len(record["history"]["test_acc"]) == 15
+    text = " ".join(section_text("## Fresh seeds").split())
+    assert f"{mean_std(paired)}, {passing(paired)} of {len(paired)} seeds passing" in text
+    assert paired_delta(fresh, paired) in text
+
+
 def test_every_validation_arm_rebuilds_the_config_its_committed_runs_recorded():
     """A rerun (or a new seed) of an arm repeats its experiment, although later designs changed Model_3's recipe.
-    Fields a run's JSON predates (``translation``, ``bf16``) count as their defaults."""
+    Fields a run's JSON predates (``translation``, ``bf16``, ``ema``) count as their defaults."""
     run = validation_driver()
     defaults = {f.name: f.default for f in dataclasses.fields(utils.Config)}
     checked = 0
@@ -291,7 +308,7 @@ def test_every_validation_arm_rebuilds_the_config_its_committed_runs_recorded():
             built = vars(run.config(arm, record["seed"]))
             assert {**{k: defaults[k] for k in built}, **record["config"]} == built, path
             checked += 1
-    assert checked >= 60
+    assert checked >= 84
 
 
 def test_validation_driver_rejects_a_bad_compare_in_one_line():

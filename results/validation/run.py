@@ -72,20 +72,20 @@ ARMS = {
     "v4_block1_10": ("+ block 1's first conv 8 -> 10 channels",
                      lambda: model.StagedNet((10, 16), 8, (16, 16, 16), dropout=0.02, block1_dropout=False),
                      "Model_3", {}),
-    # design v5, step 3 (results/PLAN.md): stage A, bf16 autocast for training on the CPU (a speed
+    # design v5, step 3 (results/design_v5/PLAN.md): stage A, bf16 autocast for training on the CPU (a speed
     # change), against v4_block1_no_dropout
     "v5_bf16": ("v4's Model_3 and recipe, trained under bfloat16 autocast on the CPU (weights and evaluation float32)",
                 design_v4_model, "Model_3", {"bf16": True}),
     # stage B, against v5_bf16
     "v5_batch32": ("+ batch 32 (same peak LR and schedule in epochs)",
                    design_v4_model, "Model_3", {"bf16": True, "batch_size": 32}),
-    # design v6, step 3 (results/validation/v6/PLAN.md): one change each against v5_bf16 (today's Model_3)
+    # design v6, step 3 (results/validation/v6/PLAN.md): one change each against v5_bf16 (design v5's Model_3)
     "v6_ema": ("+ every evaluation scores an exponential moving average of the weights (decay 0.999 per step)",
                design_v4_model, "Model_3", {"ema": 0.999}),
     "v6_transition10": ("+ the 1x1 transition 16->8 widened to 16->10 channels (block 2's first conv 10->16)",
                         lambda: model.StagedNet((8, 16), 10, (16, 16, 16), dropout=0.02, block1_dropout=False),
                         "Model_3", {}),
-    # design v7, step 3 (results/validation/v7/PLAN.md): v6's EMA again, on new seeds 7-12, judged on the lowest
+    # design v7, step 3 (results/PLAN.md): v6's EMA again, on new seeds 7-12, judged on the lowest
     # epoch; its reference is today's Model_3 on the same new seeds (v5_bf16's config)
     "v7_reference": ("today's Model_3 and recipe (design v5; the config of v5_bf16)", design_v4_model, "Model_3", {}),
     "v7_ema": ("+ every evaluation scores an exponential moving average of the weights (decay 0.999 per step)",
