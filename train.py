@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: the recipe's)")
     p.add_argument("--ema", type=DECAY, metavar="DECAY",
                    help="evaluate and keep an exponential moving average of the weights with this decay per step, "
-                        "e.g. 0.999; 0: off (recipe: off; tried in design v6, not adopted)")
+                        "e.g. 0.999; 0: off (recipe: Model_3 0.999, design v7; otherwise off; use 0 for runs of "
+                        "fewer than a few thousand steps)")
     p.add_argument("--seed", type=COUNT, help="one seed (same as --seeds N)")
     p.add_argument("--seeds", type=COUNT, nargs="+", help="several seeds, run one after another")
     p.add_argument("--pipeline", choices=("device", "conventional"), default="device",
