@@ -575,10 +575,11 @@ def train_model(model: nn.Module, cfg: Config, data_dir: str | Path = "data", de
             f"parameters: {count_parameters(model):,}")
         if cfg.ema:
             log(f"every evaluation below scores an exponential moving average of the weights (decay {cfg.ema})")
-            share = cfg.ema ** (cfg.epochs * len(train_loader))  # what the initial weights still weigh at the end
+            steps = cfg.epochs * len(train_loader)
+            share = cfg.ema ** steps  # what the initial weights still weigh in the average at the end
             if share > 0.05:
-                log(f"note: after this run's {cfg.epochs * len(train_loader):,} steps the moving average still holds "
-                    f"{share:.0%} of the initial weights; score a run this short without it (ema=0, --ema 0)")
+                log(f"note: after this run's {steps:,} steps the moving average still holds {share:.0%} of the "
+                    f"initial weights; score a run this short without it (ema=0, --ema 0)")
         if cfg.holdout:
             log(f"'test' below is the validation split (last {cfg.holdout} training images), not the test set")
     return fit(model, train_loader, test_loader, optimizer, cfg.epochs, device, scheduler, log=log, dtype=dtype,

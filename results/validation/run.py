@@ -32,6 +32,9 @@ def design_v4_model() -> model.StagedNet:
     return model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02, block1_dropout=False)
 
 
+# designs v6 and v7 test the same candidate (v7 on new seeds, judged on the lowest epoch)
+EMA_ARM = "+ every evaluation scores an exponential moving average of the weights (decay 0.999 per step)"
+
 # arm -> (what it tests, model factory, recipe, overrides); ROUNDS: which design's round each arm belongs to
 ARMS = {
     # step 2: which layers, trained with step 2's own recipe (constant LR 0.01, no augmentation, dropout 0.05)
@@ -80,16 +83,14 @@ ARMS = {
     "v5_batch32": ("+ batch 32 (same peak LR and schedule in epochs)",
                    design_v4_model, "Model_3", {"bf16": True, "batch_size": 32}),
     # design v6, step 3 (results/validation/v6/PLAN.md): one change each against v5_bf16 (design v5's Model_3)
-    "v6_ema": ("+ every evaluation scores an exponential moving average of the weights (decay 0.999 per step)",
-               design_v4_model, "Model_3", {"ema": 0.999}),
+    "v6_ema": (EMA_ARM, design_v4_model, "Model_3", {"ema": 0.999}),
     "v6_transition10": ("+ the 1x1 transition 16->8 widened to 16->10 channels (block 2's first conv 10->16)",
                         lambda: model.StagedNet((8, 16), 10, (16, 16, 16), dropout=0.02, block1_dropout=False),
                         "Model_3", {}),
     # design v7, step 3 (results/PLAN.md): v6's EMA again, on new seeds 7-12, judged on the lowest
-    # epoch; its reference is today's Model_3 on the same new seeds (v5_bf16's config)
-    "v7_reference": ("today's Model_3 and recipe (design v5; the config of v5_bf16)", design_v4_model, "Model_3", {}),
-    "v7_ema": ("+ every evaluation scores an exponential moving average of the weights (decay 0.999 per step)",
-               design_v4_model, "Model_3", {"ema": 0.999}),
+    # epoch; its reference is design v5's Model_3 on the same new seeds (v5_bf16's config)
+    "v7_reference": ("design v5's Model_3 and recipe (the config of v5_bf16)", design_v4_model, "Model_3", {}),
+    "v7_ema": (EMA_ARM, design_v4_model, "Model_3", {"ema": 0.999}),
 }
 ROUNDS = {arm: arm.split("_")[0] if arm.startswith(("v3_", "v4_", "v5_", "v6_", "v7_")) else "v2" for arm in ARMS}
 # what the recipes were when each round ran, where a later design changed them (Model_3's batch 128 -> 64 in v3,
