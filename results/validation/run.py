@@ -1,4 +1,4 @@
-"""The validation runs of designs v2 to v8: one arm (layers + recipe) and one seed per call.
+"""The validation runs of designs v2 to v9: one arm (layers + recipe) and one seed per call.
 
     OMP_NUM_THREADS=1 python results/validation/run.py ARM SEED --data-dir ../shared/mnist
     python results/validation/run.py --table v3      # a round's finished arms: per-seed means, mean +- std, loss
@@ -8,7 +8,7 @@
 Every run trains on the first 55,000 training images and evaluates on the last 5,000 (``holdout=5000``); the
 test set is never loaded. Each arm is a model from ``model.py`` (or ``StagedNet`` with the layers a candidate
 needs) and a recipe from ``utils.RECIPES`` with the overrides named below. Writes ``<ROUND>/<ARM>/seed<SEED>.json``
-beside this file (``v2/`` to ``v8/``, the design the arm belongs to); a seed whose JSON exists is not run
+beside this file (``v2/`` to ``v9/``, the design the arm belongs to); a seed whose JSON exists is not run
 again.
 """
 from __future__ import annotations
@@ -34,6 +34,9 @@ def design_v4_model() -> model.StagedNet:
 
 # designs v6 and v7 test the same candidate (v7 on new seeds, judged on the lowest epoch)
 EMA_ARM = "+ every evaluation scores an exponential moving average of the weights (decay 0.999 per step)"
+# designs v8 and v9: their reference, and their weight-decay arms (v9 repeats v8's 1e-4 on new seeds)
+V7_MODEL_3 = "design v7's Model_3 and recipe (EMA 0.999, no weight decay)"
+WEIGHT_DECAY_ARM = "+ weight decay {} on every parameter"
 
 # arm -> (what it tests, model factory, recipe, overrides); ROUNDS: which design's round each arm belongs to
 ARMS = {
@@ -93,19 +96,21 @@ ARMS = {
     "v7_ema": (EMA_ARM, design_v4_model, "Model_3", {"ema": 0.999}),
     # design v8, step 3 (results/validation/v8/PLAN.md): weight decay at two doses on new seeds 13-18, each
     # against design v7's Model_3 and recipe (the EMA included) on the same seeds
-    "v8_reference": ("design v7's Model_3 and recipe (EMA 0.999, no weight decay)", design_v4_model, "Model_3", {}),
-    "v8_wd1e-4": ("+ weight decay 1e-4 on every parameter", design_v4_model, "Model_3", {"weight_decay": 1e-4}),
-    "v8_wd5e-4": ("+ weight decay 5e-4 on every parameter", design_v4_model, "Model_3", {"weight_decay": 5e-4}),
+    "v8_reference": (V7_MODEL_3, design_v4_model, "Model_3", {}),
+    "v8_wd1e-4": (WEIGHT_DECAY_ARM.format("1e-4"), design_v4_model, "Model_3", {"weight_decay": 1e-4}),
+    "v8_wd5e-4": (WEIGHT_DECAY_ARM.format("5e-4"), design_v4_model, "Model_3", {"weight_decay": 5e-4}),
+    # design v9, step 3 (results/validation/v9/PLAN.md): v8's weight decay 1e-4 again, on new seeds 19-30
+    "v9_reference": (V7_MODEL_3, design_v4_model, "Model_3", {}),
+    "v9_wd1e-4": (WEIGHT_DECAY_ARM.format("1e-4"), design_v4_model, "Model_3", {"weight_decay": 1e-4}),
 }
-ROUNDS = {arm: arm.split("_")[0] if arm.startswith(("v3_", "v4_", "v5_", "v6_", "v7_", "v8_")) else "v2"
+ROUNDS = {arm: arm.split("_")[0] if arm.startswith(("v3_", "v4_", "v5_", "v6_", "v7_", "v8_", "v9_")) else "v2"
           for arm in ARMS}
 # what the recipes were when each round ran, where a later design changed them (Model_3's batch 128 -> 64 in v3,
-# bf16 training on the CPU in v5, the EMA in v7; v8 pins
-# the EMA it ran with): applied before an arm's own overrides, so a rerun or a new seed
-# of an arm repeats the experiment its committed runs recorded
+# bf16 training on the CPU in v5, the EMA in v7; v8 and v9 pin the EMA they ran with): applied before an arm's
+# own overrides, so a rerun or a new seed of an arm repeats the experiment its committed runs recorded
 RAN_WITH = {"v2": {"batch_size": 128, "bf16": False, "ema": 0.0}, "v3": {"batch_size": 128, "bf16": False, "ema": 0.0},
             "v4": {"bf16": False, "ema": 0.0}, "v5": {"ema": 0.0}, "v6": {"ema": 0.0}, "v7": {"ema": 0.0},
-            "v8": {"ema": 0.999}}
+            "v8": {"ema": 0.999}, "v9": {"ema": 0.999}}
 
 
 def config(arm: str, seed: int) -> utils.Config:
