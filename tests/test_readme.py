@@ -126,25 +126,31 @@ def test_superseded_designs_kept_every_one_of_their_fresh_seeds(design, batch_si
 
 def test_each_design_named_seeds_no_earlier_design_had():
     plans = ["results/design_v2/PLAN.md", "results/design_v3/PLAN.md", "results/design_v4/PLAN.md",
-             "results/design_v5/PLAN.md", "results/validation/v6/PLAN.md", "results/PLAN.md"]
+             "results/design_v5/PLAN.md", "results/validation/v6/PLAN.md", "results/PLAN.md",
+             "results/validation/v8/PLAN.md", "results/validation/v9/PLAN.md"]
     seeds = [set(planned_fresh_seeds(plan)) for plan in plans]
-    seeds.append(set(MORE_SEEDS))  # design v6's plan names them for design v5's model, should v6 adopt nothing
-    assert all(len(s) == 10 for s in seeds) and len(set.union(*seeds)) == 70
+    seeds.append(set(range(4011, 4021)))  # design v6's plan names them for design v5's model (v6 adopted nothing)
+    assert all(len(s) == 10 for s in seeds) and len(set.union(*seeds)) == 90
 
 
-MORE_SEEDS = list(range(4011, 4021))
+# seeds a plan named for the model of the design before it, should the plan adopt nothing (it adopted nothing):
+# (the plan, its fresh model's folder, the folder of the ten more, their seeds, how their config differs)
+MORE_SEEDS = [("results/validation/v6/PLAN.md", "design_v5/Model_3", list(range(4011, 4021)), {"ema": 0.0}),
+              ("results/validation/v8/PLAN.md", "Model_3", list(range(7001, 7011)), {})]
 
 
-def test_design_v5s_ten_more_seeds_are_run_and_reported():
-    """Design v6's plan named seeds 4011-4020 for design v5's Model_3 if v6 adopted nothing: every run is listed in
-    their folder's README, and the counts over all twenty seeds are the JSON files'."""
-    assert "**test seeds 4011–4020**" in " ".join((ROOT / "results/validation/v6/PLAN.md").read_text().split())
-    more, fresh = records_in("design_v5/Model_3/more_seeds"), records_in("design_v5/Model_3")
-    assert sorted(more) == MORE_SEEDS
+@pytest.mark.parametrize("plan, folder, seeds, differs", MORE_SEEDS)
+def test_ten_more_seeds_are_run_and_reported(plan, folder, seeds, differs):
+    """Every run is listed in its folder's README, and the counts over all twenty seeds are the JSON files'."""
+    named = " ".join((ROOT / plan).read_text().split())
+    assert f"**test seeds {seeds[0]}–{seeds[-1]}**" in named or planned_fresh_seeds(plan) == seeds
+    more, fresh = records_in(f"{folder}/more_seeds"), records_in(folder)
+    assert sorted(more) == seeds and len(fresh) == 10
+    first = fresh[min(fresh)]["config"]
     for record in more.values():
-        assert record["config"] == {**fresh[4001]["config"], "seed": record["seed"], "ema": 0.0}
+        assert record["config"] == {**first, "seed": record["seed"], **differs}
         assert record["parameters"] == 7442 and record["training_precision"] == "bfloat16 autocast"
-    text = (ROOT / "results/design_v5/Model_3/more_seeds/README.md").read_text()
+    text = (ROOT / "results" / folder / "more_seeds/README.md").read_text()
     check_rows(seed_rows(text), more)
     text = " ".join(text.split())
     both = {**fresh, **more}
@@ -308,7 +314,7 @@ def test_every_validation_arm_rebuilds_the_config_its_committed_runs_recorded():
             built = vars(run.config(arm, record["seed"]))
             assert {**{k: defaults[k] for k in built}, **record["config"]} == built, path
             checked += 1
-    assert checked >= 84
+    assert checked >= 102
 
 
 def test_validation_driver_rejects_a_bad_compare_in_one_line():
