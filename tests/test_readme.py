@@ -314,7 +314,7 @@ def test_every_validation_arm_rebuilds_the_config_its_committed_runs_recorded():
             built = vars(run.config(arm, record["seed"]))
             assert {**{k: defaults[k] for k in built}, **record["config"]} == built, path
             checked += 1
-    assert checked >= 102
+    assert checked >= 126
 
 
 def test_validation_driver_rejects_a_bad_compare_in_one_line():
