@@ -151,7 +151,8 @@ class Model_3(StagedNet):
     Result: 7,442 parameters (Model_2's layers and parameter count; dropout has none); fresh seeds 6001-6010
     (results/Model_3/): the target held on 8 of 10 (6009 dips to 99.39 % once, 6010 sits at 99.35-99.37 %), mean
     of the last five epochs 99.47 +- 0.07 %, 3.6-3.7 min per run on one CPU thread. Goal mean >= 99.52 % missed.
-    Ten more fresh seeds 7001-7010 (results/Model_3/more_seeds/): 8 of 10 again; 16 of 20 at 99.46 +- 0.06 %.
+    Ten more fresh seeds 7001-7010 (results/Model_3/more_seeds/, 3.3-3.6 min each): 8 of 10 again; 16 of 20 at
+    99.46 +- 0.06 %.
     Without the moving average (design v5, results/design_v5/) the same model and recipe held it on 13 of 20 of
     its own fresh seeds, 99.44 +- 0.05 % (other seeds, unpaired).
     Analysis: on validation (one change at a time, paired seeds) the schedule adds +0.22 points (SE 0.04, 3
@@ -162,8 +163,8 @@ class Model_3(StagedNet):
     the mean by +0.02 (SE 0.01) (results/validation/v2/ to v7/, rules in results/design_v*/PLAN.md,
     results/validation/v6/PLAN.md and results/PLAN.md). On the test set, the same training scored without the average
     on the same ten seeds afterwards: with - without = +0.01 (SE 0.01) on the mean, +0.02 (SE 0.01) on the lowest
-    epoch (n = 10; results/design_v5/paired/). Weight decay was not adopted: 1e-4 and 5e-4 about 1.2 SE ahead on
-    six new validation seeds (design v8), then 1e-4 -0.02 (SE 0.02) on twelve more (design v9).
+    epoch (n = 10; results/design_v5/paired/). Weight decay was not adopted: 1e-4 and 5e-4 1.1-1.2 SE ahead on six
+    new validation seeds (design v8), then 1e-4 -0.02 (SE 0.02) on twelve more (design v9).
 
     Stages: Model_2's.
     """
