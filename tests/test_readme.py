@@ -331,20 +331,28 @@ def test_speed_section_quotes_the_committed_benchmark_of_todays_recipe():
     """The benchmark table in Speed, row by row, is ``results/bench_cpu.json``, and that benchmark ran Model_3's
     recipe as it is now (bench.py times a constant LR)."""
     record = json.loads((ROOT / "results" / "bench_cpu.json").read_text())
-    assert record["model"] == "Model_3" and record["cpu_native_bf16"] in (True, False)
+    assert record["model"] == "Model_3" and record["cpu_native_bf16"] is True  # else no bf16/float32 pair
     assert record["config"] == {**vars(utils.recipe("Model_3")), "schedule": "constant"}
     variants = {"default NCHW layout": "device, NCHW", "conventional": "conventional",
                 "design v3's dropout": "device, v3 dropout", "float32": "device, float32", "bf16": "device"}
     lines = [line for line in section_text("## Speed").splitlines()
              if line.startswith(("| device-resident", "| conventional"))]
     assert len(lines) == len(record["pipelines"]) == 5
+    seen = set()
     for line in lines:
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         key = next(v for k, v in variants.items() if k in cells[0])
-        p = record["pipelines"][key]
+        p, seen = record["pipelines"][key], seen | {key}
         low, high = p["spread_seconds"]
         assert cells[1] == f"{p['median_epoch_seconds']:.2f} ({low:.2f}–{high:.2f})", cells[0]
         assert cells[2] == f"{p['images_per_second']:,.0f}" and cells[3] == f"{p['median_eval_seconds']:.2f}"
+    assert seen == set(record["pipelines"])  # one row per variant
     text = " ".join(section_text("## Speed").split())
     assert f"takes {record['full_run_seconds']:.0f} s without the moving average's updates" in text
     assert f"is **{record['speedup']:.2f}×** faster than the conventional one" in text
+    median = {k: p["median_epoch_seconds"] for k, p in record["pipelines"].items()}
+    for key, words in (("device, float32", "bf16 autocast makes an epoch"),
+                       ("device, v3 dropout", "no dropout in block 1"), ("device, NCHW", "`channels_last`")):
+        assert f"{words} **{median[key] / median['device']:.2f}×**" in text, key
+    floor = f"÷ {record['matmul_macs_per_second'] / 1e9:.1f} G multiply-adds/s"
+    assert floor in text and f"is {record['floor_epoch_seconds']:.2f} s per epoch" in text
