@@ -449,8 +449,7 @@ def training_dtype(cfg: Config, device: torch.device | str) -> torch.dtype:
     ``bench.py`` run (``results/design_v5/bench_cpu.json``; 1.43x in design v7's, ``results/bench_cpu.json``) and
     validation runs 23 % shorter on average (``results/validation/v5/``); the per-step timing quoted in
     ``results/design_v5/PLAN.md`` came from a script that is not committed. GPUs and CPUs without native bf16 train
-    in float32: bf16 was not measured there. Weights, optimiser state and every
-    evaluation stay float32 either way.
+    in float32: bf16 was not measured there. Weights, optimiser state and every evaluation stay float32 either way.
     """
     native = torch.device(device).type == "cpu" and cpu_has_native_bf16()
     return torch.bfloat16 if cfg.bf16 and native else torch.float32
