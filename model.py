@@ -64,18 +64,21 @@ class StagedNet(nn.Module):
     stages, plain convs or, with ``separable=True``, depthwise-separable blocks (:func:`separable_block`).
     ``channelwise=True`` makes the dropout of block 1, the transition and plain block-2 convs channel-wise.
     ``block1_dropout=False`` leaves block 1's two convs without dropout (the transition and block 2 keep it).
+    ``block1_padding=1`` pads block 1's first conv so that it keeps 28x28 (every later map is one or two pixels
+    larger; the receptive fields and the parameter count do not change).
     ``head_hidden=H`` makes the head two 1x1 convs, ``C -> H``, ReLU, ``H -> 10``, instead of one.
-    The validation drivers use ``separable``, ``channelwise`` and ``head_hidden``; none of Model_1..Model_3 does.
+    The validation drivers use ``separable``, ``channelwise``, ``head_hidden`` and ``block1_padding``; none of
+    Model_1..Model_3 does.
     """
 
     def __init__(self, block1: tuple[int, int], transition: int | None, block2: tuple[int, ...],
                  dropout: float = 0.05, separable: bool = False, channelwise: bool = False,
-                 block1_dropout: bool = True, head_hidden: int | None = None) -> None:
+                 block1_dropout: bool = True, head_hidden: int | None = None, block1_padding: int = 0) -> None:
         super().__init__()
         a, b = block1
         drop = dict(dropout=dropout, channelwise=channelwise)
         drop1 = drop if block1_dropout else {}
-        self.block1 = nn.Sequential(conv_block(1, a, **drop1), conv_block(a, b, **drop1))
+        self.block1 = nn.Sequential(conv_block(1, a, padding=block1_padding, **drop1), conv_block(a, b, **drop1))
         squeeze = [conv_block(b, transition, kernel_size=1, **drop)] if transition else []
         self.transition1 = nn.Sequential(nn.MaxPool2d(2), *squeeze)
         stages, ch = [], transition or b

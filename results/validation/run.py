@@ -1,4 +1,4 @@
-"""The validation runs of designs v2 to v9: one arm (layers + recipe) and one seed per call.
+"""The validation runs of designs v2 to v10: one arm (layers + recipe) and one seed per call.
 
     OMP_NUM_THREADS=1 python results/validation/run.py ARM SEED --data-dir ../shared/mnist
     python results/validation/run.py --table v3      # a round's finished arms: per-seed means, mean +- std, loss
@@ -8,7 +8,7 @@
 Every run trains on the first 55,000 training images and evaluates on the last 5,000 (``holdout=5000``); the
 test set is never loaded. Each arm is a model from ``model.py`` (or ``StagedNet`` with the layers a candidate
 needs) and a recipe from ``utils.RECIPES`` with the overrides named below. Writes ``<ROUND>/<ARM>/seed<SEED>.json``
-beside this file (``v2/`` to ``v9/``, the design the arm belongs to); a seed whose JSON exists is not run
+beside this file (``v2/`` to ``v10/``, the design the arm belongs to); a seed whose JSON exists is not run
 again.
 """
 from __future__ import annotations
@@ -102,15 +102,23 @@ ARMS = {
     # design v9, step 3 (results/validation/v9/PLAN.md): v8's weight decay 1e-4 again, on new seeds 19-30
     "v9_reference": (V7_MODEL_3, design_v4_model, "Model_3", {}),
     "v9_wd1e-4": (WEIGHT_DECAY_ARM.format("1e-4"), design_v4_model, "Model_3", {"weight_decay": 1e-4}),
+    # design v10, step 3 (results/validation/v10/PLAN.md): the issue's last two untested levers on new seeds
+    # 31-38, each against design v7's Model_3 and recipe on the same seeds
+    "v10_reference": (V7_MODEL_3, design_v4_model, "Model_3", {}),
+    "v10_pad1": ("+ block 1's first conv padded (28x28 -> 28x28; later maps 26, 13, 11, 9, 7 instead of 24, 12, "
+                 "10, 8, 6)", lambda: model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02, block1_dropout=False,
+                                                     block1_padding=1), "Model_3", {}),
+    "v10_nesterov": ("+ Nesterov momentum (OneCycle's momentum cycle 0.95 -> 0.85 -> 0.95 unchanged)",
+                     design_v4_model, "Model_3", {"nesterov": True}),
 }
-ROUNDS = {arm: arm.split("_")[0] if arm.startswith(("v3_", "v4_", "v5_", "v6_", "v7_", "v8_", "v9_")) else "v2"
-          for arm in ARMS}
+DESIGNS = ("v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10")
+ROUNDS = {arm: arm.split("_")[0] if arm.split("_")[0] in DESIGNS else "v2" for arm in ARMS}
 # what the recipes were when each round ran, where a later design changed them (Model_3's batch 128 -> 64 in v3,
-# bf16 training on the CPU in v5, the EMA in v7; v8 and v9 pin the EMA they ran with): applied before an arm's
+# bf16 training on the CPU in v5, the EMA in v7; v8 to v10 pin the EMA they ran with): applied before an arm's
 # own overrides, so a rerun or a new seed of an arm repeats the experiment its committed runs recorded
 RAN_WITH = {"v2": {"batch_size": 128, "bf16": False, "ema": 0.0}, "v3": {"batch_size": 128, "bf16": False, "ema": 0.0},
             "v4": {"bf16": False, "ema": 0.0}, "v5": {"ema": 0.0}, "v6": {"ema": 0.0}, "v7": {"ema": 0.0},
-            "v8": {"ema": 0.999}, "v9": {"ema": 0.999}}
+            "v8": {"ema": 0.999}, "v9": {"ema": 0.999}, "v10": {"ema": 0.999}}
 
 
 def config(arm: str, seed: int) -> utils.Config:
