@@ -298,9 +298,9 @@ class OneCycleThenHold(torch.optim.lr_scheduler.OneCycleLR):
 def make_optimizer(model: nn.Module, cfg: Config, steps_per_epoch: int):
     """SGD with momentum and the schedule ``cfg.schedule``; returns ``(optimizer, scheduler or None)``.
 
-    Under "onecycle", ``cfg.momentum`` is only the starting value: OneCycleLR (by its default, ``cycle_momentum``)
-    moves the momentum against the LR, 0.95 at the cycle's start, 0.85 at the peak LR, 0.95 at its end, and the
-    hold keeps 0.95. Printed configs say ``momentum=0.9`` for every recipe; step 3's runs trained with the cycle.
+    Under "onecycle", ``cfg.momentum`` is not used: OneCycleLR (by its default, ``cycle_momentum``) sets the
+    momentum and moves it against the LR, 0.95 at the cycle's start, 0.85 at the peak LR, 0.95 at its end, and
+    the hold keeps 0.95. Printed configs say ``momentum=0.9`` for every recipe; step 3's runs trained with the cycle.
     """
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                           nesterov=cfg.nesterov)

@@ -61,6 +61,22 @@ def test_head_hidden_is_two_1x1_convs_after_the_pool():
     assert net(torch.randn(2, 1, 28, 28)).shape == (2, 10)
 
 
+def test_block1_padding_keeps_28x28_and_the_weights_and_receptive_fields():
+    layers = ((8, 16), 8, (16, 16, 16))
+    plain = model.StagedNet(*layers, dropout=0.02, block1_dropout=False)
+    padded = model.StagedNet(*layers, dropout=0.02, block1_dropout=False, block1_padding=1)
+    assert padded.block1[0][0].padding == (1, 1) and padded.block1[1][0].padding == (0, 0)
+    assert padded.state_dict().keys() == plain.state_dict().keys()
+    assert utils.count_parameters(padded) == utils.count_parameters(plain) == 7442
+    conv_sizes = [r.n for r in utils.receptive_field(padded) if r.kind == "Conv2d" and r.kernel == 3]
+    assert conv_sizes == [28, 26, 11, 9, 7]
+    before_gap = [r.rf for r in utils.receptive_field(padded)][:-2]
+    assert before_gap == [r.rf for r in utils.receptive_field(plain)][:-2]
+    assert utils.receptive_field(padded)[-1].rf == 30  # the GAP spans 7x7 positions: the whole image, as before
+    assert padded.block1(torch.randn(2, 1, 28, 28)).shape == (2, 16, 26, 26)
+    assert padded(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
 @pytest.mark.parametrize("cls", MODELS, ids=lambda c: c.__name__)
 def test_outputs_log_probabilities_and_every_parameter_learns(cls):
     torch.manual_seed(0)

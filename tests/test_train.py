@@ -104,6 +104,26 @@ def test_onecycle_ends_after_the_cycle_epochs_and_then_holds_its_final_lr():
     assert max(lr_per_step(utils.recipe("Model_3", epochs=2), 10)) == pytest.approx(cfg.lr, rel=1e-2)
 
 
+def test_onecycle_cycles_the_momentum_against_the_lr_and_nesterov_reaches_sgd():
+    """make_optimizer's docstring and the README: under OneCycle the printed momentum=0.9 is not used."""
+    cfg = utils.recipe("Model_3")
+    opt, scheduler = utils.make_optimizer(tiny_net(), cfg, 10)
+    steps = []
+    for _ in range(cfg.epochs * 10):
+        steps.append((opt.param_groups[0]["lr"], opt.param_groups[0]["momentum"]))
+        opt.step()
+        scheduler.step()
+    momenta = [m for _, m in steps]
+    peak = max(range(len(steps)), key=lambda i: steps[i][0])
+    assert momenta[0] == pytest.approx(0.95) and momenta[peak] == pytest.approx(0.85)
+    assert momenta[-1] == pytest.approx(0.95)  # the end of the cycle, held through the last epochs
+    assert min(momenta) == pytest.approx(0.85) and max(momenta) == pytest.approx(0.95) and cfg.momentum == 0.9
+    assert not opt.param_groups[0]["nesterov"]
+    assert utils.make_optimizer(tiny_net(), utils.recipe("Model_3", nesterov=True), 10)[0].param_groups[0]["nesterov"]
+    constant = utils.make_optimizer(tiny_net(), utils.recipe("Model_2"), 10)[0]
+    assert constant.param_groups[0]["momentum"] == 0.9
+
+
 def test_a_nan_loss_stops_training_with_a_clear_message(mnist_root):
     class Broken(nn.Module):
         def __init__(self):
