@@ -167,8 +167,10 @@ class Model_3(StagedNet):
     results/validation/v6/PLAN.md and results/PLAN.md). On the test set, the same training scored without the average
     on the same ten seeds afterwards: with - without = +0.01 (SE 0.01) on the mean, +0.02 (SE 0.01) on the lowest
     epoch (n = 10; results/design_v5/paired/). Weight decay was not adopted: 1e-4 and 5e-4 1.1-1.2 SE ahead on six
-    new validation seeds (design v8), then 1e-4 -0.02 (SE 0.02) on twelve more (design v9; results/validation/v8/,
-    v9/, each with its plan).
+    new validation seeds (design v8), then 1e-4 -0.02 (SE 0.02) on twelve more (design v9); nor, on eight new
+    seeds, block 1's first conv padded (+0.01, SE 0.04, about 12 % slower) or Nesterov momentum (-0.01, SE 0.03;
+    design v10), nor a peak LR of 0.05 (+0.00, SE 0.03) or 0.2 (-0.02, SE 0.03; design v11) (results/validation/v8/
+    to v11/, each with its plan).
 
     Stages: Model_2's.
     """
