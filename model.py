@@ -65,7 +65,7 @@ class StagedNet(nn.Module):
     ``channelwise=True`` makes the dropout of block 1, the transition and plain block-2 convs channel-wise.
     ``block1_dropout=False`` leaves block 1's two convs without dropout (the transition and block 2 keep it).
     ``block1_padding=1`` pads block 1's first conv so that it keeps 28x28 (every later map is one or two pixels
-    larger; the receptive fields and the parameter count do not change).
+    larger; the parameter count and every conv's receptive field stay the same).
     ``head_hidden=H`` makes the head two 1x1 convs, ``C -> H``, ReLU, ``H -> 10``, instead of one.
     The validation drivers use ``separable``, ``channelwise``, ``head_hidden`` and ``block1_padding``; none of
     Model_1..Model_3 does.
@@ -168,9 +168,9 @@ class Model_3(StagedNet):
     on the same ten seeds afterwards: with - without = +0.01 (SE 0.01) on the mean, +0.02 (SE 0.01) on the lowest
     epoch (n = 10; results/design_v5/paired/). Weight decay was not adopted: 1e-4 and 5e-4 1.1-1.2 SE ahead on six
     new validation seeds (design v8), then 1e-4 -0.02 (SE 0.02) on twelve more (design v9); nor, on eight new
-    seeds, block 1's first conv padded (+0.01, SE 0.04, about 12 % slower) or Nesterov momentum (-0.01, SE 0.03;
-    design v10), nor a peak LR of 0.05 (+0.00, SE 0.03) or 0.2 (-0.02, SE 0.03; design v11) (results/validation/v8/
-    to v11/, each with its plan).
+    seeds, block 1's first conv padded (+0.01, SE 0.04, 10-22 % slower) or Nesterov momentum (-0.01, SE 0.03;
+    design v10), nor, on the same seeds, a peak LR of 0.05 (+0.00, SE 0.03) or 0.2 (-0.02, SE 0.03; design v11)
+    (results/validation/v8/ to v11/, each with its plan).
 
     Stages: Model_2's.
     """
