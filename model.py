@@ -155,8 +155,8 @@ class Model_3(StagedNet):
     (results/Model_3/): the target held on 8 of 10 (6009 dips to 99.39 % once, 6010 sits at 99.35-99.37 %), mean
     of the last five epochs 99.47 +- 0.07 %, 3.6-3.7 min per run on one CPU thread. Goal mean >= 99.52 % missed.
     Ten more fresh seeds 7001-7010 (results/Model_3/more_seeds/, 3.3-3.6 min each): 8 of 10 again; 16 of 20 at
-    99.46 +- 0.06 %. Trained in float32, as on a GPU, on seeds 6001-6010 afterwards (results/Model_3/float32/):
-    8 of 10, 99.45 +- 0.06 %; float32 - bf16 -0.02 (SE 0.02, n = 10).
+    99.46 +- 0.06 %. Trained in float32 (a GPU's precision) on this CPU on seeds 6001-6010 afterwards
+    (results/Model_3/float32/): 8 of 10, 99.45 +- 0.06 %; float32 - bf16 -0.02 (SE 0.02, n = 10).
     Without the moving average (design v5, results/design_v5/) the same model and recipe held it on 13 of 20 of
     its own fresh seeds, 99.44 +- 0.05 % (other seeds, unpaired).
     Analysis: on validation (one change at a time, paired seeds) the schedule adds +0.22 points (SE 0.04, 3
