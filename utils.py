@@ -240,7 +240,7 @@ class Config:
     epochs: int = 15
     batch_size: int = 128
     lr: float = 0.01           # the constant LR, or OneCycle's peak LR
-    momentum: float = 0.9      # SGD momentum; under "onecycle" OneCycleLR sets it, 0.95 -> 0.85 -> 0.95 (see below)
+    momentum: float = 0.9      # SGD momentum; "onecycle" ignores it (make_optimizer: 0.95 -> 0.85 -> 0.95)
     nesterov: bool = False     # Nesterov momentum
     weight_decay: float = 0.0
     schedule: str = "constant"  # "constant" | "onecycle" (stepped per batch) | "step" (per epoch)
