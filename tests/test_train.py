@@ -79,15 +79,20 @@ def test_recipes_build_their_schedules():
         utils.recipe("Model_3", learning_rate=1)
 
 
-def lr_per_step(cfg: utils.Config, steps_per_epoch: int) -> list[float]:
-    """The LR each training step of ``cfg`` runs at."""
+def per_step(cfg: utils.Config, steps_per_epoch: int, setting: str = "lr") -> list[float]:
+    """The optimizer ``setting`` ("lr", "momentum") each training step of ``cfg`` runs at."""
     opt, scheduler = utils.make_optimizer(tiny_net(), cfg, steps_per_epoch)
-    lrs = []
+    values = []
     for _ in range(cfg.epochs * steps_per_epoch):
-        lrs.append(opt.param_groups[0]["lr"])
+        values.append(opt.param_groups[0][setting])
         opt.step()
         scheduler.step()
-    return lrs
+    return values
+
+
+def lr_per_step(cfg: utils.Config, steps_per_epoch: int) -> list[float]:
+    """The LR each training step of ``cfg`` runs at."""
+    return per_step(cfg, steps_per_epoch)
 
 
 def test_onecycle_ends_after_the_cycle_epochs_and_then_holds_its_final_lr():
@@ -107,18 +112,12 @@ def test_onecycle_ends_after_the_cycle_epochs_and_then_holds_its_final_lr():
 def test_onecycle_cycles_the_momentum_against_the_lr_and_nesterov_reaches_sgd():
     """make_optimizer's docstring and the README: under OneCycle the printed momentum=0.9 is not used."""
     cfg = utils.recipe("Model_3")
-    opt, scheduler = utils.make_optimizer(tiny_net(), cfg, 10)
-    steps = []
-    for _ in range(cfg.epochs * 10):
-        steps.append((opt.param_groups[0]["lr"], opt.param_groups[0]["momentum"]))
-        opt.step()
-        scheduler.step()
-    momenta = [m for _, m in steps]
-    peak = max(range(len(steps)), key=lambda i: steps[i][0])
+    lrs, momenta = per_step(cfg, 10), per_step(cfg, 10, "momentum")
+    peak = lrs.index(max(lrs))
     assert momenta[0] == pytest.approx(0.95) and momenta[peak] == pytest.approx(0.85)
     assert momenta[-1] == pytest.approx(0.95)  # the end of the cycle, held through the last epochs
     assert min(momenta) == pytest.approx(0.85) and max(momenta) == pytest.approx(0.95) and cfg.momentum == 0.9
-    assert not opt.param_groups[0]["nesterov"]
+    assert not utils.make_optimizer(tiny_net(), cfg, 10)[0].param_groups[0]["nesterov"]
     assert utils.make_optimizer(tiny_net(), utils.recipe("Model_3", nesterov=True), 10)[0].param_groups[0]["nesterov"]
     constant = utils.make_optimizer(tiny_net(), utils.recipe("Model_2"), 10)[0]
     assert constant.param_groups[0]["momentum"] == 0.9
