@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         net = utils.to_device(net, device) if project_layout else net.to(device)
         train_loader, test_loader = utils.make_loaders(
             args.data_dir, pipeline, cfg.batch_size, cfg.rotation, cfg.seed, device, not args.no_download,
-            args.subset, num_workers=args.workers, translation=cfg.translation)
+            args.subset, num_workers=args.workers, translation=cfg.translation, scale=cfg.scale)
         optimizer, _ = utils.make_optimizer(net, cfg, len(train_loader))
         runs[label] = dict(net=net, train=train_loader, test=test_loader, opt=optimizer, epoch=[], eval=[],
                            acc=[], images=len(train_loader.dataset), dtype=variant_dtype)

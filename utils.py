@@ -73,18 +73,20 @@ def normalize(images_uint8: torch.Tensor) -> torch.Tensor:
     return images_uint8.unsqueeze(1).float().div(255).sub(MNIST_MEAN).div(MNIST_STD)
 
 
-def rotate(images: torch.Tensor, degrees: torch.Tensor, shifts: torch.Tensor | None = None) -> torch.Tensor:
-    """Rotate each normalised image (N, 1, H, W) by its own angle (N,), counter-clockwise, about the centre,
-    then, with ``shifts`` (N, 2), move it by ``(dx, dy)`` pixels (right, down).
+def rotate(images: torch.Tensor, degrees: torch.Tensor, shifts: torch.Tensor | None = None,
+           scales: torch.Tensor | None = None) -> torch.Tensor:
+    """Rotate each normalised image (N, 1, H, W) by its own angle (N,), counter-clockwise, about the centre;
+    with ``scales`` (N,), also scale it by its own factor about the centre (> 1 enlarges); then, with ``shifts``
+    (N, 2), move it by ``(dx, dy)`` pixels (right, down).
 
     Bilinear, with a black background: same conventions as ``transforms.RandomRotation(fill=0,
-    interpolation=BILINEAR)``, and with shifts as ``transforms.RandomAffine(translate=...)``, on the
-    un-normalised image.
+    interpolation=BILINEAR)``, and with shifts and scales as ``transforms.RandomAffine(translate=...,
+    scale=...)``, on the un-normalised image.
     """
     rad = torch.deg2rad(degrees.to(images.dtype))
     cos, sin = torch.cos(rad), torch.sin(rad)
-    # grid_sample maps output -> input coordinates, y pointing down: input = A (output - t), the inverse of a
-    # CCW turn A^-1 followed by the shift t (in grid units: 2 / size per pixel).
+    # grid_sample maps output -> input coordinates, y pointing down: input = (s A)^-1 (output - t), the inverse of
+    # a CCW turn A and a scaling s followed by the shift t (in grid units: 2 / size per pixel).
     if shifts is None:
         tx = ty = torch.zeros_like(cos)
     else:
@@ -92,17 +94,22 @@ def rotate(images: torch.Tensor, degrees: torch.Tensor, shifts: torch.Tensor | N
         dx, dy = shifts[:, 0].to(images.dtype) * (2 / w), shifts[:, 1].to(images.dtype) * (2 / h)
         tx, ty = -(cos * dx - sin * dy), -(sin * dx + cos * dy)
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    if scales is not None:
+        theta = theta / scales.to(images.dtype).view(-1, 1, 1)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     out = F.grid_sample(images - BLACK, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out + BLACK
 
 
-def conventional_transform(rotation: float = 0.0, translation: float = 0.0) -> transforms.Compose:
+def conventional_transform(rotation: float = 0.0, translation: float = 0.0,
+                           scale: float = 0.0) -> transforms.Compose:
     """PIL pipeline: optional ``RandomRotation(+-rotation)`` with black fill (``RandomAffine`` when there are
-    also shifts of up to ``translation`` of the image size) -> ``ToTensor`` -> ``Normalize``."""
+    also shifts of up to ``translation`` of the image size, or scale factors in ``[1 - scale, 1 + scale]``) ->
+    ``ToTensor`` -> ``Normalize``."""
     steps: list[Callable] = []
-    if translation > 0:
-        steps.append(transforms.RandomAffine(rotation, translate=(translation, translation),
+    if translation > 0 or scale > 0:
+        steps.append(transforms.RandomAffine(rotation, translate=(translation, translation) if translation > 0
+                                             else None, scale=(1 - scale, 1 + scale) if scale > 0 else None,
                                              interpolation=transforms.InterpolationMode.BILINEAR, fill=0))
     elif rotation > 0:
         steps.append(transforms.RandomRotation(rotation, interpolation=transforms.InterpolationMode.BILINEAR,
@@ -118,21 +125,23 @@ class DeviceLoader:
     ``batch_size`` with the last, smaller batch kept (like ``DataLoader(drop_last=False)``), so every sample
     is seen exactly once per epoch. With ``rotation > 0`` each image is turned by its own uniform angle in
     ``[-rotation, rotation]`` degrees; with ``translation > 0`` it is also shifted by a whole number of pixels
-    per axis, drawn as ``RandomAffine(translate=(t, t))`` draws them: ``round(uniform(-t * size, t * size))``.
-    The permutation, the angles and the shifts are drawn once per epoch on the CPU
+    per axis, drawn as ``RandomAffine(translate=(t, t))`` draws them: ``round(uniform(-t * size, t * size))``;
+    with ``scale > 0`` it is also scaled about its centre by its own factor in ``[1 - scale, 1 + scale]``.
+    The permutation, the angles, the shifts and the factors are drawn once per epoch on the CPU
     from a seeded generator and copied in one go, so runs are reproducible on any device and no batch
     triggers a host-to-device copy.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 128,
                  shuffle: bool = True, rotation: float = 0.0, seed: int = 0,
-                 device: torch.device | str = "cpu", translation: float = 0.0) -> None:
+                 device: torch.device | str = "cpu", translation: float = 0.0, scale: float = 0.0) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
         self.images = normalize(images).to(self.device) if images.dtype == torch.uint8 else images.to(self.device)
         self.labels = labels.to(self.device)
         self.batch_size, self.shuffle, self.rotation, self.translation = batch_size, shuffle, rotation, translation
+        self.scale = scale
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
@@ -146,13 +155,15 @@ class DeviceLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator).to(self.device) if self.shuffle else None
-        angles = shifts = None
-        if self.rotation > 0 or self.translation > 0:
+        angles = shifts = scales = None
+        if self.rotation > 0 or self.translation > 0 or self.scale > 0:
             angles = (torch.rand(n, generator=self.generator) * 2 - 1).mul_(self.rotation).to(self.device)
         if self.translation > 0:
             size = torch.tensor(self.images.shape[-1:-3:-1], dtype=torch.float32)  # (W, H): dx, dy
             shifts = ((torch.rand(n, 2, generator=self.generator) * 2 - 1) * (self.translation * size)).round()
             shifts = shifts.to(self.device)
+        if self.scale > 0:  # drawn after the angles and shifts, so runs without scaling draw what they always did
+            scales = (1 + (torch.rand(n, generator=self.generator) * 2 - 1) * self.scale).to(self.device)
         for start in range(0, n, self.batch_size):
             idx = slice(start, start + self.batch_size)
             if order is not None:
@@ -160,7 +171,8 @@ class DeviceLoader:
             else:
                 x, y = self.images[idx], self.labels[idx]
             if angles is not None:
-                x = rotate(x, angles[idx], None if shifts is None else shifts[idx])
+                x = rotate(x, angles[idx], None if shifts is None else shifts[idx],
+                           None if scales is None else scales[idx])
             yield x, y
 
 
@@ -168,7 +180,7 @@ def make_loaders(data_dir: str | Path = "data", pipeline: str = "device", batch_
                  rotation: float = 0.0, seed: int = 0, device: torch.device | str = "cpu",
                  download: bool = True, subset: int | None = None, eval_batch_size: int = 1000,
                  holdout: int = 0, num_workers: int | None = None,
-                 translation: float = 0.0) -> tuple[object, object]:
+                 translation: float = 0.0, scale: float = 0.0) -> tuple[object, object]:
     """Train and evaluation loaders for either pipeline; both yield ``(images, labels)`` batches.
 
     The evaluation loader is the test split, or, with ``holdout > 0``, the last ``holdout`` training images,
@@ -191,7 +203,7 @@ def make_loaders(data_dir: str | Path = "data", pipeline: str = "device", batch_
     if pipeline == "device":
         images, labels = train_set.data, train_set.targets
         train = DeviceLoader(images[:fit_range.stop], labels[:fit_range.stop], batch_size, shuffle=True,
-                             rotation=rotation, seed=seed, device=device, translation=translation)
+                             rotation=rotation, seed=seed, device=device, translation=translation, scale=scale)
         if test_set is None:
             held = images[held_range.start:held_range.stop], labels[held_range.start:held_range.stop]
         else:
@@ -200,7 +212,7 @@ def make_loaders(data_dir: str | Path = "data", pipeline: str = "device", batch_
 
     if num_workers is None:
         num_workers = 2 if device.type == "cuda" else 0
-    train_set.transform = conventional_transform(rotation, translation)
+    train_set.transform = conventional_transform(rotation, translation, scale)
     if test_set is None:  # the held-out images come without augmentation: a second view of the training files
         eval_set = Subset(load_mnist(data_dir, True, download, conventional_transform(0.0)), held_range)
     else:
@@ -247,6 +259,7 @@ class Config:
     hold_epochs: int = 0       # onecycle: the last N epochs train at the cycle's final LR (lr / 100)
     rotation: float = 0.0      # degrees; each training image gets its own angle in [-rotation, rotation]
     translation: float = 0.0   # > 0: each training image is also shifted by up to this fraction of its size
+    scale: float = 0.0         # > 0: each training image is also scaled by its own factor in [1 - scale, 1 + scale]
     seed: int = 1
     pipeline: str = "device"   # "device" | "conventional"
     holdout: int = 0           # > 0: evaluate on the last N training images instead of the test set
@@ -278,9 +291,9 @@ def recipe(model_name: str, **overrides) -> Config:
 
 def loaders(cfg: Config, data_dir: str | Path = "data", device: torch.device | str = "cpu", download: bool = True,
             subset: int | None = None) -> tuple[object, object]:
-    """:func:`make_loaders` with the pipeline, batch size, rotation, shifts, seed and holdout of ``cfg``."""
+    """:func:`make_loaders` with the pipeline, batch size, rotation, shifts, scaling, seed and holdout of ``cfg``."""
     return make_loaders(data_dir, cfg.pipeline, cfg.batch_size, cfg.rotation, cfg.seed, device, download, subset,
-                        holdout=cfg.holdout, translation=cfg.translation)
+                        holdout=cfg.holdout, translation=cfg.translation, scale=cfg.scale)
 
 
 class OneCycleThenHold(torch.optim.lr_scheduler.OneCycleLR):

@@ -81,10 +81,10 @@ def test_device_loader_draws_one_angle_per_sample_within_range(monkeypatch):
     seen = []
     real_rotate = utils.rotate
 
-    def spy(images, degrees, shifts=None):
-        assert shifts is None  # rotation only: no shifts drawn
+    def spy(images, degrees, shifts=None, scales=None):
+        assert shifts is None and scales is None  # rotation only: no shifts or scale factors drawn
         seen.append(degrees.clone())
-        return real_rotate(images, degrees, shifts)
+        return real_rotate(images, degrees, shifts, scales)
 
     monkeypatch.setattr(utils, "rotate", spy)
     loader = utils.DeviceLoader(*id_images(2000), batch_size=500, rotation=7.0, seed=0)
@@ -141,9 +141,10 @@ def test_device_loader_draws_whole_pixel_shifts_per_sample_within_range(monkeypa
     seen = []
     real_rotate = utils.rotate
 
-    def spy(images, degrees, shifts=None):
+    def spy(images, degrees, shifts=None, scales=None):
+        assert scales is None
         seen.append((degrees.clone(), shifts.clone()))
-        return real_rotate(images, degrees, shifts)
+        return real_rotate(images, degrees, shifts, scales)
 
     monkeypatch.setattr(utils, "rotate", spy)
     list(utils.DeviceLoader(*id_images(2000), batch_size=500, rotation=7.0, translation=0.1, seed=0))
@@ -167,6 +168,76 @@ def test_conventional_transform_shifts_with_random_affine():
     assert isinstance(affine, transforms.RandomAffine)
     assert affine.degrees == [-7.0, 7.0] and affine.translate == (0.1, 0.1)
     assert affine.fill == 0 and affine.interpolation == InterpolationMode.BILINEAR
+
+
+def centroid_distance(image: torch.Tensor) -> float:
+    """How far the ink's centre of mass lies from the image centre, in pixels (linear in the pixels, so
+    bilinear blur does not move it)."""
+    ink = image[0] - utils.BLACK
+    y, x = torch.meshgrid(torch.arange(28.0) - 13.5, torch.arange(28.0) - 13.5, indexing="ij")
+    return math.hypot((ink * x).sum() / ink.sum(), (ink * y).sum() / ink.sum())
+
+
+@pytest.mark.parametrize("angle, scale, dx, dy", [(0.0, 1.2, 0, 0), (0.0, 0.8, 0, 0), (7.0, 1.1, 0, 0),
+                                                   (-5.0, 0.9, 2, -1)])
+def test_both_pipelines_scale_the_same_way(angle, scale, dx, dy):
+    image = synthetic_digits(1, seed=6)[0][0]
+    conventional = utils.conventional_transform(0.0)(
+        TF.affine(Image.fromarray(image), -angle, [dx, dy], scale, [0.0, 0.0],
+                  interpolation=InterpolationMode.BILINEAR, fill=0))
+    x = utils.normalize(torch.from_numpy(image[None]))
+    shifts = torch.tensor([[dx, dy]]) if dx or dy else None
+    device = utils.rotate(x, torch.tensor([angle]), shifts, torch.tensor([scale]))[0]
+    inverse = utils.rotate(x, torch.tensor([angle]), shifts, torch.tensor([1 / scale]))[0]
+    diff = (conventional - device).abs()
+    assert diff.mean() < 0.02 and diff.max() < 0.2  # PIL rounds to uint8 before normalising
+    assert (conventional - inverse).abs().mean() > 5 * diff.mean()
+    if shifts is None:  # > 1 enlarges about the centre: an off-centre blob moves out by the factor
+        blob = torch.zeros(1, 28, 28, dtype=torch.uint8)
+        blob[0, 5:8, 18:21] = 255
+        moved = utils.rotate(utils.normalize(blob), torch.tensor([angle]), None, torch.tensor([scale]))[0]
+        assert centroid_distance(moved) / centroid_distance(utils.normalize(blob)[0]) == pytest.approx(scale,
+                                                                                                      rel=0.01)
+
+
+def test_device_loader_draws_one_scale_factor_per_sample_within_range_and_keeps_the_angles(monkeypatch):
+    seen = []
+    real_rotate = utils.rotate
+
+    def spy(images, degrees, shifts=None, scales=None):
+        seen.append((degrees.clone(), shifts, None if scales is None else scales.clone()))
+        return real_rotate(images, degrees, shifts, scales)
+
+    monkeypatch.setattr(utils, "rotate", spy)
+    list(utils.DeviceLoader(*id_images(2000), batch_size=500, rotation=7.0, scale=0.1, seed=0))
+    scaled = seen[:]
+    seen.clear()
+    list(utils.DeviceLoader(*id_images(2000), batch_size=500, rotation=7.0, seed=0))
+    scales = torch.cat([s for _, _, s in scaled])
+    assert all(shifts is None for _, shifts, _ in scaled)
+    assert len(scales) == 2000 and len(torch.unique(scales)) > 1990  # per sample, not per batch
+    assert scales.min() >= 0.9 and scales.max() <= 1.1 and scales.min() < 0.905 and scales.max() > 1.095
+    # the factors are drawn after the angles: switching scaling on leaves the angles a seed draws as they were
+    assert torch.equal(torch.cat([a for a, _, _ in scaled]), torch.cat([a for a, _, _ in seen]))
+    assert all(s is None for _, _, s in seen)
+
+
+def test_scaling_without_rotation_still_scales():
+    loader = utils.DeviceLoader(*id_images(64), batch_size=64, shuffle=False, scale=0.1, seed=1)
+    images = next(iter(loader))[0]
+    plain = next(iter(utils.DeviceLoader(*id_images(64), batch_size=64, shuffle=False, seed=1)))[0]
+    # id images are flat, so scaling only shows where the image shrinks and black comes in at the border
+    assert not torch.allclose(images, plain)
+
+
+def test_conventional_transform_scales_with_random_affine():
+    affine = utils.conventional_transform(7.0, 0.0, 0.1).transforms[0]
+    assert isinstance(affine, transforms.RandomAffine)
+    assert affine.degrees == [-7.0, 7.0] and affine.translate is None and affine.scale == (0.9, 1.1)
+    assert affine.fill == 0 and affine.interpolation == InterpolationMode.BILINEAR
+    both = utils.conventional_transform(7.0, 0.1, 0.2).transforms[0]
+    assert both.translate == (0.1, 0.1) and both.scale == (0.8, 1.2)
+    assert utils.conventional_transform(7.0, 0.1).transforms[0].scale is None
 
 
 def test_conventional_transform_uses_black_fill_and_bilinear():

@@ -1,4 +1,4 @@
-"""The validation runs of designs v2 to v11: one arm (layers + recipe) and one seed per call.
+"""The validation runs of designs v2 to v12: one arm (layers + recipe) and one seed per call.
 
     OMP_NUM_THREADS=1 python results/validation/run.py ARM SEED --data-dir ../shared/mnist
     python results/validation/run.py --table v3      # a round's finished arms: per-seed means, mean +- std, loss
@@ -8,7 +8,7 @@
 Every run trains on the first 55,000 training images and evaluates on the last 5,000 (``holdout=5000``); the
 test set is never loaded. Each arm is a model from ``model.py`` (or ``StagedNet`` with the layers a candidate
 needs) and a recipe from ``utils.RECIPES`` with the overrides named below. Writes ``<ROUND>/<ARM>/seed<SEED>.json``
-beside this file (``v2/`` to ``v11/``, the design the arm belongs to); a seed whose JSON exists is not run
+beside this file (``v2/`` to ``v12/``, the design the arm belongs to); a seed whose JSON exists is not run
 again.
 """
 from __future__ import annotations
@@ -115,16 +115,22 @@ ARMS = {
     "v11_peak_lr0.05": ("OneCycle's peak LR 0.1 -> 0.05 (linear scaling for batch 64)", design_v4_model, "Model_3",
                         {"lr": 0.05}),
     "v11_peak_lr0.2": ("OneCycle's peak LR 0.1 -> 0.2", design_v4_model, "Model_3", {"lr": 0.2}),
+    # design v12, step 3 (results/validation/v12/PLAN.md): random scaling beside the rotation at two doses on
+    # seeds 31-38, each against v10_reference's runs on the same seeds
+    "v12_scale0.1": ("+ each training image scaled about its centre by its own factor in [0.9, 1.1]",
+                     design_v4_model, "Model_3", {"scale": 0.1}),
+    "v12_scale0.2": ("+ each training image scaled about its centre by its own factor in [0.8, 1.2]",
+                     design_v4_model, "Model_3", {"scale": 0.2}),
 }
-DESIGNS = ("v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11")
+DESIGNS = ("v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11", "v12")
 ROUNDS = {arm: arm.split("_")[0] if arm.split("_")[0] in DESIGNS else "v2" for arm in ARMS}
 # what the recipes were when each round ran, where a later design changed them (Model_3's batch 128 -> 64 in v3,
-# bf16 training on the CPU in v5, the EMA in v7; v8 to v11 pin the EMA they ran with): applied before an arm's
+# bf16 training on the CPU in v5, the EMA in v7; v8 to v12 pin the EMA they ran with): applied before an arm's
 # own overrides, so a rerun or a new seed of an arm repeats the experiment its committed runs recorded
 RAN_WITH = {"v2": {"batch_size": 128, "bf16": False, "ema": 0.0}, "v3": {"batch_size": 128, "bf16": False, "ema": 0.0},
             "v4": {"bf16": False, "ema": 0.0}, "v5": {"ema": 0.0}, "v6": {"ema": 0.0}, "v7": {"ema": 0.0},
             "v8": {"ema": 0.999}, "v9": {"ema": 0.999}, "v10": {"ema": 0.999},
-            "v11": {"ema": 0.999}}
+            "v11": {"ema": 0.999}, "v12": {"ema": 0.999}}
 
 
 def config(arm: str, seed: int) -> utils.Config:
