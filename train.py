@@ -60,6 +60,7 @@ def positive(kind: type):
 ANGLE = number(float, 0, 180, "must be between 0 and 180 degrees", low_inclusive=True)
 COUNT = number(int, 0, rule="must be >= 0", low_inclusive=True)
 SHIFT = number(float, 0, 0.5, "must be between 0 and 0.5 (a fraction of the image size)", low_inclusive=True)
+SCALE = number(float, 0, 0.5, "must be between 0 and 0.5 (factors from 1 - SCALE to 1 + SCALE)", low_inclusive=True)
 DECAY = number(float, 0, 1, "must be at least 0 and below 1 (0: no moving average)", low_inclusive=True,
                high_inclusive=False)
 
@@ -75,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rotation", type=ANGLE, help="max rotation in degrees for augmentation (recipe)")
     p.add_argument("--translation", type=SHIFT,
                    help="max random shift per axis, as a fraction of the image size, e.g. 0.1 (recipe)")
+    p.add_argument("--scale", type=SCALE,
+                   help="random scaling: each image gets its own factor in [1 - SCALE, 1 + SCALE], e.g. 0.1 "
+                        "(recipe)")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction,
                    help="train under bfloat16 autocast on a CPU with native bf16, float32 elsewhere "
                         "(default: the recipe's)")
@@ -217,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --seed or --seeds, not both")
     seeds = args.seeds or [args.seed if args.seed is not None else utils.RECIPES[args.model].seed]
     overrides = {k: v for k, v in dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                       rotation=args.rotation, translation=args.translation,
+                                       rotation=args.rotation, translation=args.translation, scale=args.scale,
                                        bf16=args.bf16, ema=args.ema).items()
                  if v is not None}
     overrides |= {"pipeline": args.pipeline, "holdout": args.holdout}
