@@ -147,31 +147,27 @@ class Model_3(StagedNet):
 
     Target: train step 2's layers better: OneCycle over epochs 1-12 (peak LR 0.1, down to 0.001), then 0.001 for
     epochs 13-15; rotation +-7 deg; dropout 0.05 -> 0.02; batch 128 -> 64; every epoch scoring, and the run
-    keeping, an exponential moving average of the weights (decay 0.999 per step, design v7)
-    (``utils.RECIPES["Model_3"]``); and, for speed, no dropout after block 1's two convs (design v4) and, on a CPU
-    with native bf16, training under bf16 autocast (design v5; ``utils.training_dtype``). >= 99.4 % in every one of
-    epochs 11-15 on each of ten fresh test seeds.
-    Result: 7,442 parameters (Model_2's layers and parameter count; dropout has none); fresh seeds 6001-6010
-    (results/Model_3/): the target held on 8 of 10 (6009 dips to 99.39 % once, 6010 sits at 99.35-99.37 %), mean
-    of the last five epochs 99.47 +- 0.07 %, 3.6-3.7 min per run on one CPU thread. Goal mean >= 99.52 % missed.
-    Ten more fresh seeds 7001-7010 (results/Model_3/more_seeds/, 3.3-3.6 min each): 8 of 10 again; 16 of 20 at
-    99.46 +- 0.06 %. Trained in float32 (a GPU's precision) on this CPU on seeds 6001-6010 afterwards
-    (results/Model_3/float32/): 8 of 10, 99.45 +- 0.06 %; float32 - bf16 -0.02 (SE 0.02, n = 10).
-    Without the moving average (design v5, results/design_v5/) the same model and recipe held it on 13 of 20 of
-    its own fresh seeds, 99.44 +- 0.05 % (other seeds, unpaired).
+    keeping, an exponential moving average of the weights (decay 0.999 per step, design v7); each training image
+    also scaled by its own factor in [0.8, 1.2] (design v12) (``utils.RECIPES["Model_3"]``); and, for speed, no
+    dropout after block 1's two convs (design v4) and, on a CPU with native bf16, training under bf16 autocast
+    (design v5; ``utils.training_dtype``). >= 99.4 % in every one of epochs 11-15 on each of ten fresh test seeds.
+    Result: 7,442 parameters (Model_2's layers and parameter count; dropout has none); fresh seeds 9201-9210
+    (results/Model_3/): the target held on 8 of 10 (9201 dips to 99.39 % once, 9206 to 99.37 and 99.39 %), mean
+    of the last five epochs 99.44 +- 0.03 %, 3.4-3.7 min per run on one CPU thread. Goal mean >= 99.52 % missed.
+    Without scaling (design v7, results/design_v7/) the same model held it on 16 of 20 of its own fresh seeds,
+    99.46 +- 0.06 % (other seeds, unpaired).
     Analysis: on validation (one change at a time, paired seeds) the schedule adds +0.22 points (SE 0.04, 3
     seeds), the rotation +0.05 (SE 0.02, 3 seeds) and batch 64 +0.06 (SE 0.04, 6 seeds); dropout 0.02 is
     indistinguishable from 0.05; leaving block 1 without dropout (-0.03, SE 0.03, 6 seeds) and bf16 training
     (+0.01, SE 0.02, 6 seeds) are speed changes within the rules fixed beforehand; the moving average raised the
     lowest of epochs 11-15 by +0.03 (SE 0.01, 6 new seeds; exactly the two standard errors its rule asked for) and
-    the mean by +0.02 (SE 0.01) (results/validation/v2/ to v7/, rules in results/design_v*/PLAN.md,
-    results/validation/v6/PLAN.md and results/PLAN.md). On the test set, the same training scored without the average
-    on the same ten seeds afterwards: with - without = +0.01 (SE 0.01) on the mean, +0.02 (SE 0.01) on the lowest
-    epoch (n = 10; results/design_v5/paired/). Weight decay was not adopted: 1e-4 and 5e-4 1.1-1.2 SE ahead on six
-    new validation seeds (design v8), then 1e-4 -0.02 (SE 0.02) on twelve more (design v9); nor, on eight new
-    seeds, block 1's first conv padded (+0.01, SE 0.04, 10-22 % slower) or Nesterov momentum (-0.01, SE 0.03;
-    design v10), nor, on the same seeds, a peak LR of 0.05 (+0.00, SE 0.03) or 0.2 (-0.02, SE 0.03; design v11)
-    (results/validation/v8/ to v11/, each with its plan).
+    the mean by +0.02 (SE 0.01); scaling raised both by +0.08 (SE 0.03, 8 seeds) (results/validation/v2/ to v7/
+    and v12/, rules in results/design_v*/PLAN.md, results/validation/v6/PLAN.md and results/PLAN.md).
+    On the test set the gain did not carry: design v7's recipe on the same fresh seeds afterwards
+    (results/design_v7/paired/) held 9 of 10 at 99.47 +- 0.05 %; design v12 - design v7 = -0.03 (SE 0.01, n = 10)
+    on the mean, -0.03 (SE 0.02) on the lowest epoch. Not adopted on validation: weight decay (designs v8, v9),
+    block 1's first conv padded and Nesterov momentum (v10), a peak LR of 0.05 or 0.2 (v11); every paired delta
+    within +-0.04 (results/validation/v8/ to v11/, each with its plan).
 
     Stages: Model_2's.
     """

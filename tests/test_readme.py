@@ -117,7 +117,7 @@ def test_every_planned_fresh_seed_is_run_and_reported():
 
 
 @pytest.mark.parametrize("design, batch_size", [("design_v2", 128), ("design_v3", 64), ("design_v4", 64),
-                                                ("design_v5", 64)])
+                                                ("design_v5", 64), ("design_v7", 64)])
 def test_superseded_designs_kept_every_one_of_their_fresh_seeds(design, batch_size):
     records = records_in(f"{design}/Model_3")
     assert sorted(records) == planned_fresh_seeds(f"results/{design}/PLAN.md")
@@ -126,9 +126,9 @@ def test_superseded_designs_kept_every_one_of_their_fresh_seeds(design, batch_si
 
 def test_each_design_named_seeds_no_earlier_design_had():
     plans = ["results/design_v2/PLAN.md", "results/design_v3/PLAN.md", "results/design_v4/PLAN.md",
-             "results/design_v5/PLAN.md", "results/validation/v6/PLAN.md", "results/PLAN.md",
+             "results/design_v5/PLAN.md", "results/validation/v6/PLAN.md", "results/design_v7/PLAN.md",
              "results/validation/v8/PLAN.md", "results/validation/v9/PLAN.md", "results/validation/v10/PLAN.md",
-             "results/validation/v11/PLAN.md", "results/validation/v12/PLAN.md"]
+             "results/validation/v11/PLAN.md", "results/PLAN.md"]
     seeds = [set(planned_fresh_seeds(plan)) for plan in plans]
     seeds.append(set(range(4011, 4021)))  # design v6's plan names them for design v5's model (v6 adopted nothing)
     assert all(len(s) == 10 for s in seeds) and len(set.union(*seeds)) == 120
@@ -137,7 +137,7 @@ def test_each_design_named_seeds_no_earlier_design_had():
 # seeds a plan named for the model of the design before it, should the plan adopt nothing (it adopted nothing):
 # (the plan, its fresh model's folder, the folder of the ten more, their seeds, how their config differs)
 MORE_SEEDS = [("results/validation/v6/PLAN.md", "design_v5/Model_3", list(range(4011, 4021)), {"ema": 0.0}),
-              ("results/validation/v8/PLAN.md", "Model_3", list(range(7001, 7011)), {})]
+              ("results/validation/v8/PLAN.md", "design_v7/Model_3", list(range(7001, 7011)), {})]
 
 
 @pytest.mark.parametrize("plan, folder, seeds, differs", MORE_SEEDS)
@@ -162,13 +162,14 @@ def test_ten_more_seeds_are_run_and_reported(plan, folder, seeds, differs):
 
 
 def test_float32_check_is_design_v7s_recipe_in_float32_on_its_fresh_seeds_and_reported():
-    """results/Model_3/float32/: design v7's fresh seeds again, trained in float32 as a GPU trains the recipe."""
-    fresh, f32 = runs(3), records_in("Model_3/float32")
+    """results/design_v7/Model_3/float32/: design v7's fresh seeds again, trained in float32 as a GPU trains the
+    recipe."""
+    fresh, f32 = records_in("design_v7/Model_3"), records_in("design_v7/Model_3/float32")
     assert sorted(f32) == sorted(fresh) and len(f32) == 10
     for seed, record in f32.items():
         assert record["config"] == {**fresh[seed]["config"], "bf16": False, "nesterov": False}
         assert record["training_precision"] == "float32" and fresh[seed]["training_precision"] == "bfloat16 autocast"
-    text = (ROOT / "results" / "Model_3" / "float32" / "README.md").read_text()
+    text = (ROOT / "results" / "design_v7" / "Model_3" / "float32" / "README.md").read_text()
     rows = seed_rows(text)
     check_rows(rows, f32)
     for row in rows:
@@ -179,8 +180,8 @@ def test_float32_check_is_design_v7s_recipe_in_float32_on_its_fresh_seeds_and_re
     readme = " ".join(section_text("## Fresh seeds").split())
     assert f"{passing(f32)} of 10 seeds passing at {mean_std(f32)}" in readme
     assert f"float32 minus bf16, seed by seed: {paired_delta(f32, fresh).replace('-', '−')}) on the last-five" in readme
-    with_ema = [*fresh.values(), *records_in("Model_3/more_seeds").values(), *f32.values(),
-                json.loads((ROOT / "results" / "step3_notebook.json").read_text())]
+    notebook = json.loads((ROOT / "results" / "design_v7" / "step3_notebook.json").read_text())
+    with_ema = [*fresh.values(), *records_in("design_v7/Model_3/more_seeds").values(), *f32.values(), notebook]
     count = f"{passing(dict(enumerate(with_ema)))} of {len(with_ema)}"  # seeds repeat: keyed by position
     assert f"its notebook run) {count} hold the target" in readme
 
@@ -259,7 +260,7 @@ ABLATION = [("step2_plain_16x3", None), ("step3_schedule", "step2_plain_16x3"),
             ("step3_schedule_rotation", "step3_schedule"),
             ("step3_schedule_rotation_dropout0.02", "step3_schedule_rotation"),
             ("v3_batch64", "step3_schedule_rotation_dropout0.02"), ("v4_block1_no_dropout", "v3_batch64"),
-            ("v5_bf16", "v4_block1_no_dropout"), ("v6_ema", "v5_bf16")]
+            ("v5_bf16", "v4_block1_no_dropout"), ("v6_ema", "v5_bf16"), ("v12_scale0.2", "v10_reference")]
 
 
 def test_step3_ablation_table_is_what_the_validation_runs_give():
@@ -316,7 +317,7 @@ def test_paired_check_quotes_design_v4s_float32_runs_on_design_v5s_seeds():
 def test_paired_check_quotes_design_v5s_recipe_without_the_ema_on_design_v7s_seeds():
     """The post-hoc check: Model_3's recipe without the moving average (design v5) on each of design v7's fresh
     seeds. The training is the same, loss for loss; only the weights each epoch scores differ."""
-    paired, fresh = records_in("design_v5/paired"), runs(3)
+    paired, fresh = records_in("design_v5/paired"), records_in("design_v7/Model_3")
     assert sorted(paired) == sorted(fresh)
     for record in paired.values():
         assert record["config"] == {**fresh[record["seed"]]["config"], "ema": 0.0} and record["config"]["ema"] == 0.0
@@ -325,6 +326,31 @@ def test_paired_check_quotes_design_v5s_recipe_without_the_ema_on_design_v7s_see
     text = " ".join(section_text("## Fresh seeds").split())
     assert f"{mean_std(paired)}, {passing(paired)} of {len(paired)} seeds passing" in text
     assert paired_delta(fresh, paired) in text
+
+
+def test_paired_check_quotes_design_v7s_recipe_on_design_v12s_seeds():
+    """The post-hoc check: design v7's recipe (no scaling) on each of design v12's fresh seeds, seed by seed; its
+    folder's table, the README and the headline quote the JSON."""
+    paired, fresh = records_in("design_v7/paired"), runs(3)
+    assert sorted(paired) == sorted(fresh) and len(paired) == 10
+    for record in paired.values():
+        assert record["config"] == {**fresh[record["seed"]]["config"], "scale": 0.0}
+        assert fresh[record["seed"]]["config"]["scale"] == utils.RECIPES["Model_3"].scale > 0
+        assert record["evaluated_on"] == "test set" and len(record["history"]["test_acc"]) == 15
+    folder = (ROOT / "results" / "design_v7" / "paired" / "README.md").read_text()
+    for row in seed_rows(folder):
+        rec = paired[int(row[0])]
+        acc = rec["history"]["test_acc"][-5:]
+        assert row[1:4] == [" ".join(f"{a:.2f}" for a in acc), f"{min(acc):.2f}", f"{sum(acc) / 5:.2f}"]
+        assert row[5] == f"{last5_mean(fresh[int(row[0])]):.2f}"
+    assert len(seed_rows(folder)) == 10
+    delta = paired_delta(fresh, paired).replace("-", "−")
+    stated = f"{passing(paired)} of 10 seeds passing at {mean_std(paired)}"
+    for text in (" ".join(section_text("## Fresh seeds").split()), " ".join(folder.split())):
+        assert delta in text
+    assert stated in " ".join(section_text("## Fresh seeds").split())
+    head = " ".join(README.split("## Contents", 1)[0].split())
+    assert f"held the bar on {passing(paired)} of 10 at {mean_std(paired)}" in head and delta in head
 
 
 # a run's JSON records the Config fields of its day: fields added later count as their defaults
@@ -342,7 +368,26 @@ def test_every_validation_arm_rebuilds_the_config_its_committed_runs_recorded():
             built = vars(run.config(arm, record["seed"]))
             assert {**{k: CONFIG_DEFAULTS[k] for k in built}, **record["config"]} == built, path
             checked += 1
-    assert checked >= 166
+    assert checked >= 182
+
+
+def test_design_v12s_validation_table_is_what_its_runs_give():
+    """results/validation/v12/README.md, seed by seed: the reference's and both candidates' epochs 11-15, and the
+    paired deltas run.py prints (the adoption rests on them)."""
+    run = validation_driver()
+    text = (ROOT / "results" / "validation" / "v12" / "README.md").read_text()
+    rows = seed_rows(text)
+    arms = ("v10_reference", "v12_scale0.1", "v12_scale0.2")
+    epochs = {arm: {s: r for s, r in run.last_five_means(arm, lambda acc: acc).items()} for arm in arms}
+    assert sorted(int(r[0]) for r in rows) == sorted(epochs["v12_scale0.2"]) == list(range(31, 39))
+    for row in rows:
+        for cell, arm in zip(row[1:4], arms):
+            assert cell == " ".join(f"{a:.2f}" for a in epochs[arm][int(row[0])]), (row[0], arm)
+    flat = " ".join(text.split())
+    for arm in arms[1:]:
+        found = [re.search(r"paired delta ([+-]\d\.\d\d) \(SE (\d\.\d\d), n = 8\)", run.compare(arm, arms[0], stat))
+                 for stat in (min, statistics.mean)]
+        assert f"**{found[0][1]} (SE {found[0][2]}) / {found[1][1]} (SE {found[1][2]})**" in flat, arm
 
 
 def test_validation_driver_rejects_a_bad_compare_in_one_line():
