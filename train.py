@@ -8,7 +8,7 @@ versions, parameter count, per-epoch metrics, wall time; written atomically) and
 whose JSON already exists is skipped, so a killed multi-seed run resumes where it stopped. The defaults of every
 training option are the model's recipe in ``utils.RECIPES``. Bad input gets one line on stderr and exit code 2.
 
-    python train.py --evaluate results/Model_3/Model_3_seed6001.pt [--model Model_3]
+    python train.py --evaluate results/Model_3/Model_3_seed9201.pt [--model Model_3]
 
 evaluates a weights file on the MNIST test set instead (seconds): accuracy, error count and the confusion counts.
 Without ``--model`` it uses the architecture the weights fit.

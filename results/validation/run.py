@@ -90,7 +90,7 @@ ARMS = {
     "v6_transition10": ("+ the 1x1 transition 16->8 widened to 16->10 channels (block 2's first conv 10->16)",
                         lambda: model.StagedNet((8, 16), 10, (16, 16, 16), dropout=0.02, block1_dropout=False),
                         "Model_3", {}),
-    # design v7, step 3 (results/PLAN.md): v6's EMA again, on new seeds 7-12, judged on the lowest
+    # design v7, step 3 (results/design_v7/PLAN.md): v6's EMA again, on new seeds 7-12, judged on the lowest
     # epoch; its reference is design v5's Model_3 on the same new seeds (v5_bf16's config)
     "v7_reference": ("design v5's Model_3 and recipe (the config of v5_bf16)", design_v4_model, "Model_3", {}),
     "v7_ema": (EMA_ARM, design_v4_model, "Model_3", {"ema": 0.999}),
@@ -115,7 +115,7 @@ ARMS = {
     "v11_peak_lr0.05": ("OneCycle's peak LR 0.1 -> 0.05 (linear scaling for batch 64)", design_v4_model, "Model_3",
                         {"lr": 0.05}),
     "v11_peak_lr0.2": ("OneCycle's peak LR 0.1 -> 0.2", design_v4_model, "Model_3", {"lr": 0.2}),
-    # design v12, step 3 (results/validation/v12/PLAN.md): random scaling beside the rotation at two doses on
+    # design v12, step 3 (results/PLAN.md): random scaling beside the rotation at two doses on
     # seeds 31-38, each against v10_reference's runs on the same seeds
     "v12_scale0.1": ("+ each training image scaled about its centre by its own factor in [0.9, 1.1]",
                      design_v4_model, "Model_3", {"scale": 0.1}),
