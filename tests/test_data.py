@@ -77,19 +77,25 @@ def test_device_loader_is_reproducible_from_its_seed():
     assert not torch.equal(next(iter(other))[0], runs[0][0])
 
 
-def test_device_loader_draws_one_angle_per_sample_within_range(monkeypatch):
-    seen = []
+def rotate_calls(monkeypatch, loader) -> list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]]:
+    """One epoch of ``loader``, with every ``utils.rotate`` call it makes recorded: (angles, shifts, scales)."""
+    calls = []
     real_rotate = utils.rotate
 
     def spy(images, degrees, shifts=None, scales=None):
-        assert shifts is None and scales is None  # rotation only: no shifts or scale factors drawn
-        seen.append(degrees.clone())
+        calls.append(tuple(None if t is None else t.clone() for t in (degrees, shifts, scales)))
         return real_rotate(images, degrees, shifts, scales)
 
-    monkeypatch.setattr(utils, "rotate", spy)
-    loader = utils.DeviceLoader(*id_images(2000), batch_size=500, rotation=7.0, seed=0)
-    list(loader)
-    angles = torch.cat(seen)
+    with monkeypatch.context() as patch:
+        patch.setattr(utils, "rotate", spy)
+        list(loader)
+    return calls
+
+
+def test_device_loader_draws_one_angle_per_sample_within_range(monkeypatch):
+    calls = rotate_calls(monkeypatch, utils.DeviceLoader(*id_images(2000), batch_size=500, rotation=7.0, seed=0))
+    assert all(shifts is None and scales is None for _, shifts, scales in calls)  # rotation only
+    angles = torch.cat([a for a, _, _ in calls])
     assert len(angles) == 2000
     assert angles.abs().max() <= 7.0 and angles.max() > 6.5 and angles.min() < -6.5
     assert len(torch.unique(angles)) > 1990  # per sample, not per batch
@@ -138,17 +144,10 @@ def test_both_pipelines_shift_the_same_way(angle, dx, dy):
 
 
 def test_device_loader_draws_whole_pixel_shifts_per_sample_within_range(monkeypatch):
-    seen = []
-    real_rotate = utils.rotate
-
-    def spy(images, degrees, shifts=None, scales=None):
-        assert scales is None
-        seen.append((degrees.clone(), shifts.clone()))
-        return real_rotate(images, degrees, shifts, scales)
-
-    monkeypatch.setattr(utils, "rotate", spy)
-    list(utils.DeviceLoader(*id_images(2000), batch_size=500, rotation=7.0, translation=0.1, seed=0))
-    angles, shifts = torch.cat([a for a, _ in seen]), torch.cat([s for _, s in seen])
+    calls = rotate_calls(monkeypatch, utils.DeviceLoader(*id_images(2000), batch_size=500, rotation=7.0,
+                                                         translation=0.1, seed=0))
+    assert all(scales is None for _, _, scales in calls)
+    angles, shifts = torch.cat([a for a, _, _ in calls]), torch.cat([s for _, s, _ in calls])
     assert shifts.shape == (2000, 2) and torch.equal(shifts, shifts.round())
     assert shifts.abs().max() == 3  # round(uniform(-2.8, 2.8))
     for axis in (0, 1):
@@ -201,18 +200,9 @@ def test_both_pipelines_scale_the_same_way(angle, scale, dx, dy):
 
 
 def test_device_loader_draws_one_scale_factor_per_sample_within_range_and_keeps_the_angles(monkeypatch):
-    seen = []
-    real_rotate = utils.rotate
-
-    def spy(images, degrees, shifts=None, scales=None):
-        seen.append((degrees.clone(), shifts, None if scales is None else scales.clone()))
-        return real_rotate(images, degrees, shifts, scales)
-
-    monkeypatch.setattr(utils, "rotate", spy)
-    list(utils.DeviceLoader(*id_images(2000), batch_size=500, rotation=7.0, scale=0.1, seed=0))
-    scaled = seen[:]
-    seen.clear()
-    list(utils.DeviceLoader(*id_images(2000), batch_size=500, rotation=7.0, seed=0))
+    scaled = rotate_calls(monkeypatch, utils.DeviceLoader(*id_images(2000), batch_size=500, rotation=7.0, scale=0.1,
+                                                          seed=0))
+    seen = rotate_calls(monkeypatch, utils.DeviceLoader(*id_images(2000), batch_size=500, rotation=7.0, seed=0))
     scales = torch.cat([s for _, _, s in scaled])
     assert all(shifts is None for _, shifts, _ in scaled)
     assert len(scales) == 2000 and len(torch.unique(scales)) > 1990  # per sample, not per batch

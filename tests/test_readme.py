@@ -338,12 +338,13 @@ def test_paired_check_quotes_design_v7s_recipe_on_design_v12s_seeds():
         assert fresh[record["seed"]]["config"]["scale"] == utils.RECIPES["Model_3"].scale > 0
         assert record["evaluated_on"] == "test set" and len(record["history"]["test_acc"]) == 15
     folder = (ROOT / "results" / "design_v7" / "paired" / "README.md").read_text()
-    for row in seed_rows(folder):
+    rows = seed_rows(folder)
+    assert len(rows) == 10
+    for row in rows:
         rec = paired[int(row[0])]
         acc = rec["history"]["test_acc"][-5:]
         assert row[1:4] == [" ".join(f"{a:.2f}" for a in acc), f"{min(acc):.2f}", f"{sum(acc) / 5:.2f}"]
         assert row[5] == f"{last5_mean(fresh[int(row[0])]):.2f}"
-    assert len(seed_rows(folder)) == 10
     delta = paired_delta(fresh, paired).replace("-", "−")
     stated = f"{passing(paired)} of 10 seeds passing at {mean_std(paired)}"
     for text in (" ".join(section_text("## Fresh seeds").split()), " ".join(folder.split())):
@@ -378,7 +379,7 @@ def test_design_v12s_validation_table_is_what_its_runs_give():
     text = (ROOT / "results" / "validation" / "v12" / "README.md").read_text()
     rows = seed_rows(text)
     arms = ("v10_reference", "v12_scale0.1", "v12_scale0.2")
-    epochs = {arm: {s: r for s, r in run.last_five_means(arm, lambda acc: acc).items()} for arm in arms}
+    epochs = {arm: run.last_five_means(arm, list) for arm in arms}  # seed -> epochs 11-15
     assert sorted(int(r[0]) for r in rows) == sorted(epochs["v12_scale0.2"]) == list(range(31, 39))
     for row in rows:
         for cell, arm in zip(row[1:4], arms):
