@@ -176,15 +176,31 @@ class DeviceLoader:
             yield x, y
 
 
+def held_out_images(n: int, holdout: int, block: int = -1) -> range:
+    """The indices of the ``holdout`` training images (of the first ``n``) held out for validation: block
+    ``block`` of the consecutive blocks of ``holdout`` images, counted from 0; -1 (the default), the last
+    ``holdout`` images. ``holdout = 0``: none."""
+    if not 0 <= holdout < n:
+        raise ValueError(f"holdout must be in [0, {n}), got {holdout}")
+    if holdout == 0 or block == -1:
+        return range(n - holdout, n)
+    if not 0 <= block < n // holdout:
+        raise ValueError(f"holdout_block must be -1 or in [0, {n // holdout}) for {holdout} of {n} training images, "
+                         f"got {block}")
+    return range(block * holdout, (block + 1) * holdout)
+
+
 def make_loaders(data_dir: str | Path = "data", pipeline: str = "device", batch_size: int = 128,
                  rotation: float = 0.0, seed: int = 0, device: torch.device | str = "cpu",
                  download: bool = True, subset: int | None = None, eval_batch_size: int = 1000,
                  holdout: int = 0, num_workers: int | None = None,
-                 translation: float = 0.0, scale: float = 0.0) -> tuple[object, object]:
+                 translation: float = 0.0, scale: float = 0.0, holdout_block: int = -1) -> tuple[object, object]:
     """Train and evaluation loaders for either pipeline; both yield ``(images, labels)`` batches.
 
-    The evaluation loader is the test split, or, with ``holdout > 0``, the last ``holdout`` training images,
-    which are then left out of training: tune on that validation split, never on the test set.
+    The evaluation loader is the test split, or, with ``holdout > 0``, ``holdout`` training images, which are
+    then left out of training: tune on that validation split, never on the test set. They are the last
+    ``holdout`` images, or with ``holdout_block = b >= 0`` the images ``b * holdout`` to ``(b + 1) * holdout - 1``
+    (the training images cut into consecutive blocks of ``holdout``, counted from 0; :func:`held_out_images`).
     ``subset`` keeps the first N images of each split (smoke runs). ``num_workers`` (conventional only)
     defaults to 2 on CUDA, the cores a free Colab gives, and 0 on the CPU, where workers would take cores
     from the model's arithmetic.
@@ -194,18 +210,20 @@ def make_loaders(data_dir: str | Path = "data", pipeline: str = "device", batch_
         raise ValueError(f"unknown pipeline {pipeline!r}: use 'device' or 'conventional'")
     train_set = load_mnist(data_dir, True, download)
     n = len(train_set) if subset is None else min(subset, len(train_set))
-    if not 0 <= holdout < n:
-        raise ValueError(f"holdout must be in [0, {n}), got {holdout}")
-    fit_range, held_range = range(n - holdout), range(n - holdout, n)
+    held_range = held_out_images(n, holdout, holdout_block)
+    fit_index = torch.cat([torch.arange(held_range.start), torch.arange(held_range.stop, n)])
     test_set = None if holdout else load_mnist(data_dir, False, download)
     n_test = 0 if test_set is None else len(test_set) if subset is None else min(subset, len(test_set))
 
     if pipeline == "device":
         images, labels = train_set.data, train_set.targets
-        train = DeviceLoader(images[:fit_range.stop], labels[:fit_range.stop], batch_size, shuffle=True,
+        if held_range.stop < n:  # a block inside the split: gather the rest (a copy; the last block keeps a view)
+            images, labels = images[fit_index], labels[fit_index]
+        train = DeviceLoader(images[:n - holdout], labels[:n - holdout], batch_size, shuffle=True,
                              rotation=rotation, seed=seed, device=device, translation=translation, scale=scale)
         if test_set is None:
-            held = images[held_range.start:held_range.stop], labels[held_range.start:held_range.stop]
+            start, stop = held_range.start, held_range.stop
+            held = train_set.data[start:stop], train_set.targets[start:stop]
         else:
             held = test_set.data[:n_test], test_set.targets[:n_test]
         return train, DeviceLoader(*held, eval_batch_size, shuffle=False, device=device)
@@ -220,7 +238,7 @@ def make_loaders(data_dir: str | Path = "data", pipeline: str = "device", batch_
         eval_set = Subset(test_set, range(n_test))
     common = dict(num_workers=num_workers, pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)
     # each worker's torch RNG (which RandomRotation draws from) is seeded from this generator
-    train = DataLoader(Subset(train_set, fit_range), batch_size, shuffle=True,
+    train = DataLoader(Subset(train_set, fit_index.tolist()), batch_size, shuffle=True,
                        generator=torch.Generator().manual_seed(seed), **common)
     return train, DataLoader(eval_set, eval_batch_size, shuffle=False, **common)
 
@@ -262,9 +280,11 @@ class Config:
     scale: float = 0.0         # > 0: each training image is also scaled by its own factor in [1 - scale, 1 + scale]
     seed: int = 1
     pipeline: str = "device"   # "device" | "conventional"
-    holdout: int = 0           # > 0: evaluate on the last N training images instead of the test set
+    holdout: int = 0           # > 0: evaluate on N training images (the last N) instead of the test set
+    holdout_block: int = -1    # >= 0: hold out training images b*N to (b+1)*N - 1 instead (held_out_images)
     bf16: bool = False         # train under bfloat16 autocast on a CPU with native bf16 (see training_dtype)
     ema: float = 0.0           # > 0: evaluate and keep an exponential moving average of the weights (see fit)
+    label_smoothing: float = 0.0  # > 0: train on targets smoothed by this much (train_epoch); evaluation: plain NLL
 
     def __str__(self) -> str:
         return "config: " + " ".join(f"{k}={v}" for k, v in asdict(self).items())
@@ -293,7 +313,8 @@ def loaders(cfg: Config, data_dir: str | Path = "data", device: torch.device | s
             subset: int | None = None) -> tuple[object, object]:
     """:func:`make_loaders` with the pipeline, batch size, rotation, shifts, scaling, seed and holdout of ``cfg``."""
     return make_loaders(data_dir, cfg.pipeline, cfg.batch_size, cfg.rotation, cfg.seed, device, download, subset,
-                        holdout=cfg.holdout, translation=cfg.translation, scale=cfg.scale)
+                        holdout=cfg.holdout, translation=cfg.translation, scale=cfg.scale,
+                        holdout_block=cfg.holdout_block)
 
 
 class OneCycleThenHold(torch.optim.lr_scheduler.OneCycleLR):
@@ -478,10 +499,14 @@ def training_dtype(cfg: Config, device: torch.device | str) -> torch.dtype:
 
 def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, device: torch.device,
                 scheduler=None, epoch: int = 1, dtype: torch.dtype = torch.float32,
-                ema: AveragedModel | None = None) -> tuple[float, float]:
+                ema: AveragedModel | None = None, label_smoothing: float = 0.0) -> tuple[float, float]:
     """One pass over ``loader``; ``scheduler`` (if given) is stepped after every batch. Returns (loss, acc %).
 
     ``ema`` (if given) is updated from ``model`` after every optimiser step.
+    ``label_smoothing > 0`` trains on targets that put ``1 - label_smoothing`` on the label and spread
+    ``label_smoothing`` evenly over all classes (``F.cross_entropy(..., label_smoothing=...)``: on
+    log-probabilities it is the same loss as on logits, since ``log_softmax`` leaves log-probabilities unchanged);
+    the loss returned is then that smoothed loss. 0 is ``F.nll_loss``, exactly as before the option existed.
 
     ``dtype=torch.bfloat16`` runs the forward pass (and so its backward) under bf16 autocast; the weights and
     their updates stay float32, and the loss is taken in float32. Loss and correct counts are summed on the
@@ -505,7 +530,10 @@ def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, devi
         with precision():
             log_probs = model(x)
         log_probs = log_probs.float()
-        loss = F.nll_loss(log_probs, y)
+        if label_smoothing:
+            loss = F.cross_entropy(log_probs, y, label_smoothing=label_smoothing)
+        else:
+            loss = F.nll_loss(log_probs, y)
         loss.backward()
         optimizer.step()
         if scheduler is not None:
@@ -541,7 +569,7 @@ def evaluate(model: nn.Module, loader, device: torch.device) -> tuple[float, flo
 def fit(model: nn.Module, train_loader, test_loader, optimizer: torch.optim.Optimizer, epochs: int,
         device: torch.device, scheduler=None, per_batch: bool | None = None,
         log: Callable[[str], None] | None = _print, dtype: torch.dtype = torch.float32,
-        ema_decay: float = 0.0) -> History:
+        ema_decay: float = 0.0, label_smoothing: float = 0.0) -> History:
     """Train for ``epochs``, evaluating after each; prints one fixed-format line per epoch.
 
     ``per_batch`` says whether ``scheduler`` steps after each batch (OneCycleLR, CyclicLR: the default for
@@ -550,6 +578,7 @@ def fit(model: nn.Module, train_loader, test_loader, optimizer: torch.optim.Opti
     ``ema_decay > 0``: an exponential moving average of the weights and BatchNorm statistics
     (``torch.optim.swa_utils``; ``ema = decay * ema + (1 - decay) * weights`` after every optimiser step) is what
     each epoch evaluates, and ``model`` ends holding it, so the weights a run saves are the ones it scored.
+    ``label_smoothing``: the training loss's (:func:`train_epoch`); evaluation scores plain ``nll_loss``.
     """
     ema = None
     if ema_decay > 0:
@@ -562,7 +591,7 @@ def fit(model: nn.Module, train_loader, test_loader, optimizer: torch.optim.Opti
         lr = optimizer.param_groups[0]["lr"]
         start = time.perf_counter()
         train_loss, train_acc = train_epoch(model, train_loader, optimizer, device,
-                                            scheduler if per_batch else None, epoch, dtype, ema)
+                                            scheduler if per_batch else None, epoch, dtype, ema, label_smoothing)
         test_loss, test_acc = evaluate(scored, test_loader, device)
         if scheduler is not None and not per_batch:
             scheduler.step()
@@ -602,9 +631,19 @@ def train_model(model: nn.Module, cfg: Config, data_dir: str | Path = "data", de
                 log(f"note: after this run's {steps:,} steps the moving average still holds {share:.0%} of the "
                     f"initial weights; score a run this short without it (ema=0, --ema 0)")
         if cfg.holdout:
-            log(f"'test' below is the validation split (last {cfg.holdout} training images), not the test set")
+            log(f"'test' below is the validation split ({evaluated_on(cfg)}), not the test set")
     return fit(model, train_loader, test_loader, optimizer, cfg.epochs, device, scheduler, log=log, dtype=dtype,
-               ema_decay=cfg.ema)
+               ema_decay=cfg.ema, label_smoothing=cfg.label_smoothing)
+
+
+def evaluated_on(cfg: Config) -> str:
+    """What a run's evaluations score: the test set, or which training images were held out."""
+    if not cfg.holdout:
+        return "test set"
+    if cfg.holdout_block == -1:
+        return f"last {cfg.holdout} training images"
+    first = cfg.holdout_block * cfg.holdout
+    return f"training images {first}-{first + cfg.holdout - 1}"
 
 
 def precision_name(dtype: torch.dtype) -> str:
@@ -648,7 +687,7 @@ def run_record(name: str, model: nn.Module, cfg: Config, history: History, devic
         "model": name,
         "seed": cfg.seed,
         "config": config_record(cfg, subset),
-        "evaluated_on": f"last {cfg.holdout} training images" if cfg.holdout else "test set",
+        "evaluated_on": evaluated_on(cfg),
         "device": device_name(device),
         "training_precision": precision_name(training_dtype(cfg, device)),
         "versions": library_versions(),

@@ -1,14 +1,16 @@
-"""The validation runs of designs v2 to v12: one arm (layers + recipe) and one seed per call.
+"""The validation runs of designs v2 to v13: one arm (layers + recipe) and one seed per call.
 
     OMP_NUM_THREADS=1 python results/validation/run.py ARM SEED --data-dir ../shared/mnist
     python results/validation/run.py --table v3      # a round's finished arms: per-seed means, mean +- std, loss
     python results/validation/run.py --compare ARM REFERENCE   # paired: per-seed difference, mean, SE, n (of the
                                                              # last-five mean, then of the lowest epoch)
 
-Every run trains on the first 55,000 training images and evaluates on the last 5,000 (``holdout=5000``); the
-test set is never loaded. Each arm is a model from ``model.py`` (or ``StagedNet`` with the layers a candidate
+Every run trains on 55,000 training images and evaluates on the other 5,000 (``holdout=5000``): the last 5,000 in
+v2 to v12; from v13 on, block ``seed % 12`` of the twelve blocks of 5,000 (``holdout_block``), so each seed of a
+round holds out other images and the spread of paired differences includes which images were held out. The test
+set is never loaded. Each arm is a model from ``model.py`` (or ``StagedNet`` with the layers a candidate
 needs) and a recipe from ``utils.RECIPES`` with the overrides named below. Writes ``<ROUND>/<ARM>/seed<SEED>.json``
-beside this file (``v2/`` to ``v12/``, the design the arm belongs to); a seed whose JSON exists is not run
+beside this file (``v2/`` to ``v13/``, the design the arm belongs to); a seed whose JSON exists is not run
 again.
 """
 from __future__ import annotations
@@ -121,24 +123,37 @@ ARMS = {
                      design_v4_model, "Model_3", {"scale": 0.1}),
     "v12_scale0.2": ("+ each training image scaled about its centre by its own factor in [0.8, 1.2]",
                      design_v4_model, "Model_3", {"scale": 0.2}),
+    # design v13, step 3 (results/validation/v13/PLAN.md): validation blocks that rotate with the seed (seeds
+    # 39-46, blocks 3-10); scaling removed again, and label smoothing, each against design v12's Model_3 and recipe
+    "v13_reference": ("design v12's Model_3 and recipe (EMA 0.999, scaling [0.8, 1.2])", design_v4_model,
+                      "Model_3", {}),
+    "v13_scale0": ("- the random scaling (design v7's recipe)", design_v4_model, "Model_3", {"scale": 0.0}),
+    "v13_label_smoothing0.1": ("+ label smoothing 0.1 in the training loss", design_v4_model, "Model_3",
+                               {"label_smoothing": 0.1}),
 }
-DESIGNS = ("v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11", "v12")
+DESIGNS = ("v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11", "v12", "v13")
 ROUNDS = {arm: arm.split("_")[0] if arm.split("_")[0] in DESIGNS else "v2" for arm in ARMS}
 # what the recipes were when each round ran, where a later design changed them (Model_3's batch 128 -> 64 in v3,
-# bf16 training on the CPU in v5, the EMA in v7, random scaling in v12; v8 to v12 pin the EMA they ran with, and
-# every round pins scaling off): applied before an arm's own overrides, so a rerun or a new seed of an arm repeats
-# the experiment its committed runs recorded
-RAN_WITH = {round_: {**pins, "scale": 0.0} for round_, pins in {
+# bf16 training on the CPU in v5, the EMA in v7, random scaling in v12; v8 to v13 pin the EMA they ran with, every
+# round before v13 pins scaling off, v13 pins design v12's, and every round pins label smoothing off): applied
+# before an arm's own overrides, so a rerun or a new seed of an arm repeats the experiment its committed runs
+# recorded
+RAN_WITH = {round_: {"scale": 0.0, **pins, "label_smoothing": 0.0} for round_, pins in {
     "v2": {"batch_size": 128, "bf16": False, "ema": 0.0}, "v3": {"batch_size": 128, "bf16": False, "ema": 0.0},
     "v4": {"bf16": False, "ema": 0.0}, "v5": {"ema": 0.0}, "v6": {"ema": 0.0}, "v7": {"ema": 0.0},
     "v8": {"ema": 0.999}, "v9": {"ema": 0.999}, "v10": {"ema": 0.999}, "v11": {"ema": 0.999},
-    "v12": {"ema": 0.999}}.items()}
+    "v12": {"ema": 0.999}, "v13": {"ema": 0.999, "scale": 0.2}}.items()}
+# rounds whose held-out block rotates with the seed: block seed % 12 of the twelve blocks of 5,000 images
+ROTATING_BLOCKS = {"v13"}
 
 
 def config(arm: str, seed: int) -> utils.Config:
-    """The recipe ``arm`` trains with on ``seed``: evaluated on the last 5,000 training images."""
+    """The recipe ``arm`` trains with on ``seed``: evaluated on 5,000 held-out training images (the last 5,000, or
+    from v13 on block ``seed % 12``)."""
     _, _, recipe_name, overrides = ARMS[arm]
-    return utils.recipe(recipe_name, seed=seed, holdout=5000, **{**RAN_WITH[ROUNDS[arm]], **overrides})
+    block = seed % 12 if ROUNDS[arm] in ROTATING_BLOCKS else -1
+    return utils.recipe(recipe_name, seed=seed, holdout=5000, holdout_block=block,
+                        **{**RAN_WITH[ROUNDS[arm]], **overrides})
 
 
 def last_five_means(arm: str, stat=statistics.mean) -> dict[int, float]:
@@ -214,7 +229,7 @@ def main() -> int:
     history = utils.train_model(net, cfg, args.data_dir, download=False)
     utils.write_json_atomic(out, {
         "arm": args.arm, "what": what, "seed": args.seed, "config": vars(cfg),
-        "evaluated_on": "last 5000 training images", "device": utils.device_name(utils.get_device()),
+        "evaluated_on": utils.evaluated_on(cfg), "device": utils.device_name(utils.get_device()),
         "training_precision": utils.precision_name(utils.training_dtype(cfg, utils.get_device())),
         "parameters": utils.count_parameters(net), "wall_seconds": round(time.perf_counter() - start, 2),
         "summary": utils.last_epochs_summary(history.test_acc), "history": history.to_dict()})
