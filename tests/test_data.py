@@ -258,6 +258,35 @@ def test_holdout_evaluates_on_the_last_training_images(mnist_root):
         assert torch.equal(labels, torch.from_numpy(synthetic_digits(600, seed=1)[1][500:]).long())
 
 
+@pytest.mark.parametrize("pipeline", ["device", "conventional"])
+def test_a_holdout_block_holds_out_those_images_and_trains_on_all_the_others(mnist_root, pipeline):
+    """Block 2 of 100 is images 200-299: the evaluation loader yields exactly them, in order, and training sees
+    every other image once per epoch (the labels and the pixel sums of the 500 account for the rest)."""
+    images, labels = (torch.from_numpy(a) for a in synthetic_digits(600, seed=1))
+    train, held = utils.make_loaders(mnist_root, pipeline, batch_size=100, download=False, holdout=100,
+                                     holdout_block=2, num_workers=0)
+    sums = utils.eval_loader(mnist_root, download=False, train=True).images.flatten(1).sum(1)  # one per image
+    x, y = (torch.cat(t) for t in zip(*held))
+    assert torch.equal(y, labels[200:300].long())
+    assert torch.allclose(x.flatten(1).sum(1), sums[200:300], atol=1e-3)
+    seen_x, seen_y = (torch.cat(t) for t in zip(*train))
+    assert torch.equal(seen_y.sort().values, torch.cat([labels[:200], labels[300:]]).long().sort().values)
+    rest = torch.cat([sums[:200], sums[300:]])
+    assert torch.allclose(seen_x.flatten(1).sum(1).sort().values, rest.sort().values, atol=1e-3)
+
+
+def test_the_default_holdout_block_is_the_last_images_and_a_bad_block_is_refused(mnist_root):
+    assert utils.held_out_images(600, 100) == utils.held_out_images(600, 100, 5) == range(500, 600)
+    assert utils.held_out_images(600, 100, 0) == range(0, 100) and utils.held_out_images(600, 0, 3) == range(600, 600)
+    for block in (6, -2):
+        with pytest.raises(ValueError, match=r"holdout_block must be -1 or in \[0, 6\)"):
+            utils.make_loaders(mnist_root, "device", download=False, holdout=100, holdout_block=block)
+    cfg = utils.Config(holdout=5000, holdout_block=3)
+    assert utils.evaluated_on(cfg) == "training images 15000-19999"
+    assert utils.evaluated_on(utils.Config(holdout=5000)) == "last 5000 training images"
+    assert utils.evaluated_on(utils.Config()) == "test set"
+
+
 def test_unknown_pipeline_is_refused(mnist_root):
     with pytest.raises(ValueError, match="unknown pipeline"):
         utils.make_loaders(mnist_root, "magic", download=False)

@@ -128,10 +128,10 @@ def test_each_design_named_seeds_no_earlier_design_had():
     plans = ["results/design_v2/PLAN.md", "results/design_v3/PLAN.md", "results/design_v4/PLAN.md",
              "results/design_v5/PLAN.md", "results/validation/v6/PLAN.md", "results/design_v7/PLAN.md",
              "results/validation/v8/PLAN.md", "results/validation/v9/PLAN.md", "results/validation/v10/PLAN.md",
-             "results/validation/v11/PLAN.md", "results/PLAN.md"]
+             "results/validation/v11/PLAN.md", "results/PLAN.md", "results/validation/v13/PLAN.md"]
     seeds = [set(planned_fresh_seeds(plan)) for plan in plans]
     seeds.append(set(range(4011, 4021)))  # design v6's plan names them for design v5's model (v6 adopted nothing)
-    assert all(len(s) == 10 for s in seeds) and len(set.union(*seeds)) == 120
+    assert all(len(s) == 10 for s in seeds) and len(set.union(*seeds)) == 130
 
 
 # seeds a plan named for the model of the design before it, should the plan adopt nothing (it adopted nothing):
@@ -370,6 +370,20 @@ def test_every_validation_arm_rebuilds_the_config_its_committed_runs_recorded():
             assert {**{k: CONFIG_DEFAULTS[k] for k in built}, **record["config"]} == built, path
             checked += 1
     assert checked >= 182
+
+
+def test_design_v13s_arms_hold_out_the_seeds_block_and_each_changes_one_thing():
+    """From v13 on, seed s holds out block s % 12 (seeds 39-46: blocks 3-10, never block 11, the split of every
+    earlier round); each candidate differs from the reference (design v12's recipe) in its one field only."""
+    run = validation_driver()
+    for seed in range(39, 47):
+        reference = vars(run.config("v13_reference", seed))
+        assert reference == {**vars(utils.recipe("Model_3")), "scale": 0.2, "ema": 0.999, "label_smoothing": 0.0,
+                             "seed": seed, "holdout": 5000, "holdout_block": seed % 12}
+        assert vars(run.config("v13_scale0", seed)) == {**reference, "scale": 0.0}
+        assert vars(run.config("v13_label_smoothing0.1", seed)) == {**reference, "label_smoothing": 0.1}
+    assert {run.config("v13_reference", s).holdout_block for s in range(39, 47)} == set(range(3, 11))
+    assert run.config("v12_scale0.2", 31).holdout_block == -1  # earlier rounds: the last 5,000 images
 
 
 def test_design_v12s_validation_table_is_what_its_runs_give():

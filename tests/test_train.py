@@ -25,6 +25,28 @@ def test_a_tiny_model_learns_the_synthetic_task(mnist_root):
     assert history.train_loss[-1] < history.train_loss[0]
 
 
+def test_label_smoothing_trains_on_the_smoothed_loss_and_zero_is_the_plain_nll(mnist_root):
+    """One step from the same weights and batch: the loss train_epoch reports and the gradient it applies are
+    ``F.cross_entropy`` with smoothing on the logits (so on log-probabilities too), and plain NLL without it."""
+    loader, _ = utils.make_loaders(mnist_root, batch_size=600, download=False)  # one batch: the whole split
+    x, y = next(iter(loader))
+    for smoothing in (0.0, 0.1):
+        torch.manual_seed(0)
+        net = tiny_net()
+        logits_net = nn.Sequential(*list(net)[:-1])  # the same modules without the LogSoftmax
+        expected = torch.nn.functional.cross_entropy(logits_net(x), y, label_smoothing=smoothing)
+        expected.backward()
+        grads = [p.grad.clone() for p in net.parameters()]
+        net.zero_grad()
+        opt = torch.optim.SGD(net.parameters(), lr=0.0)  # lr 0: the step leaves the weights, the grads stay
+        loss, _ = utils.train_epoch(net, loader, opt, CPU, label_smoothing=smoothing)
+        assert loss == pytest.approx(expected.item(), rel=1e-5)
+        # float32 sums over 600 images in another order: the first conv's gradients agree to ~2e-4 of their size
+        assert all(torch.allclose(p.grad, g, rtol=1e-3, atol=1e-4) for p, g in zip(net.parameters(), grads))
+    plain = torch.nn.functional.nll_loss(net(x), y).item()
+    assert loss > plain  # the smoothed loss also charges the mass left on the other classes
+
+
 def test_same_seed_gives_the_same_history(mnist_root):
     cfg = utils.Config(epochs=2, batch_size=64, lr=0.05, rotation=10.0, schedule="onecycle", seed=3)
     a, b = (utils.train_model(model.Model_1(), cfg, mnist_root, CPU, download=False, log=None) for _ in range(2))
