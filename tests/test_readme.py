@@ -49,9 +49,9 @@ def test_step_story_quotes_the_notebook_run(step):
 
 
 def records_in(folder: str) -> dict[int, dict]:
-    """The run JSON files directly in ``results/<folder>``, by seed."""
+    """The run JSON files directly in ``results/<folder>`` (those with a seed and a history), by seed."""
     records = (json.loads(p.read_text()) for p in (ROOT / "results" / folder).glob("*.json"))
-    return {r["seed"]: r for r in records}
+    return {r["seed"]: r for r in records if "seed" in r and "history" in r}
 
 
 def runs(step: int) -> dict[int, dict]:
@@ -352,6 +352,29 @@ def test_paired_check_quotes_design_v7s_recipe_on_design_v12s_seeds():
     assert stated in " ".join(section_text("## Fresh seeds").split())
     head = " ".join(README.split("## Contents", 1)[0].split())
     assert f"held the bar on {passing(paired)} of 10 at {mean_std(paired)}" in head and delta in head
+
+
+def test_flips_json_scores_the_paired_checks_saved_models_and_its_readme_quotes_it():
+    """flips.json's per-seed accuracies are the epoch-15 accuracies both runs' JSONs recorded (the saved weights are
+    those runs' last epoch), its flip counts add up to them, and the folder's README quotes its numbers."""
+    flips = json.loads((ROOT / "results" / "design_v7" / "paired" / "flips.json").read_text())
+    paired, fresh = records_in("design_v7/paired"), runs(3)
+    assert flips["seeds"] == sorted(paired) == sorted(fresh)
+    for i, seed in enumerate(flips["seeds"]):
+        v12, v7 = flips["design_v12_acc"][i], flips["design_v7_acc"][i]
+        assert (v12, v7) == (round(fresh[seed]["history"]["test_acc"][-1], 2),
+                             round(paired[seed]["history"]["test_acc"][-1], 2))
+        assert flips["only_design_v12_right"][i] - flips["only_design_v7_right"][i] == round(100 * (v12 - v7))
+    gained, lost = flips["only_design_v12_right"], flips["only_design_v7_right"]
+    text = " ".join((ROOT / "results" / "design_v7" / "paired" / "README.md").read_text().split())
+    assert f"**{min(gained)}–{max(gained)} test images right that design v7's recipe gets wrong" in text
+    assert f"and {min(lost)}–{max(lost)} the other way** (means {sum(gained) / 10} and {sum(lost) / 10}" in text
+    assert f"{flips['images_flipped_on_any_seed']} images flip on at least one seed" in text
+    assert f"{flips['paired_delta_points']:.3f} points".replace("-", "−") in text
+    assert (f"{flips['images_flipped_toward_design_v7_on_5_or_more_seeds']} images go design v7's way on five or "
+            f"more of the ten seeds, {flips['images_flipped_toward_design_v12_on_5_or_more_seeds']} goes") in text
+    assert f"about **{flips['sd_from_the_image_sample_5000_points']:.2f} points (SD) from the sample" in text
+    assert f"about {flips['sd_from_the_seeds_10_seeds_5000_points']:.2f} from the seeds' noise" in text
 
 
 # a run's JSON records the Config fields of its day: fields added later count as their defaults

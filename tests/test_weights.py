@@ -7,6 +7,7 @@ compared with a tolerance; none is committed.)
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 
@@ -73,3 +74,11 @@ def test_weights_reproduce_their_last_epoch_on_the_test_set(weights, request):
 def test_the_final_model_reaches_the_target(test_set):
     net = utils.to_device(utils.load_weights(model.Model_3(), FINAL), torch.device("cpu"))
     assert utils.evaluate(net, test_set, torch.device("cpu"))[1] >= utils.TARGET_ACC
+
+
+def test_flips_json_is_what_the_paired_checks_saved_models_give(real_mnist):
+    """results/design_v7/paired/flips.json, measured again from the twenty weights files and the test set."""
+    spec = importlib.util.spec_from_file_location("flips", RESULTS / "design_v7" / "paired" / "flips.py")
+    flips = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(flips)
+    assert flips.measure(real_mnist) == json.loads((RESULTS / "design_v7" / "paired" / "flips.json").read_text())

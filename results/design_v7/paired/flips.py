@@ -36,18 +36,16 @@ def outcomes(path: Path, loader) -> torch.Tensor:
         return torch.cat([(net(x).argmax(1) == y).float() for x, y in loader])
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", default="data")
-    args = p.parse_args()
-    loader = utils.eval_loader(args.data_dir, download=False)
+def measure(data_dir: str | Path) -> dict:
+    """The record ``flips.json`` holds, measured afresh from the saved weights and the test set in ``data_dir``."""
+    loader = utils.eval_loader(data_dir, download=False)
     v12 = torch.stack([outcomes(ROOT / f"results/Model_3/Model_3_seed{s}.pt", loader) for s in SEEDS])
     v7 = torch.stack([outcomes(HERE / f"Model_3_seed{s}.pt", loader) for s in SEEDS])
     delta = v12 - v7  # seeds x images
     mean = delta.mean(0)  # per image, over the ten seeds
     seed_part = (delta.var(0) / len(SEEDS)).mean().item()
     image_part = max(mean.var().item() - seed_part, 0.0)
-    record = {
+    return {
         "seeds": list(SEEDS),
         "design_v12_acc": [round(100 * a, 2) for a in v12.mean(1).tolist()],
         "design_v7_acc": [round(100 * a, 2) for a in v7.mean(1).tolist()],
@@ -60,6 +58,13 @@ def main() -> int:
         "sd_from_the_image_sample_5000_points": round(100 * (image_part / 5000) ** 0.5, 3),
         "sd_from_the_seeds_10_seeds_5000_points": round(100 * (seed_part / 5000) ** 0.5, 3),
     }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", default="data")
+    args = p.parse_args()
+    record = measure(args.data_dir)
     utils.write_json_atomic(HERE / "flips.json", record)
     print(json.dumps(record, indent=1))
     return 0
