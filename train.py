@@ -63,6 +63,8 @@ SHIFT = number(float, 0, 0.5, "must be between 0 and 0.5 (a fraction of the imag
 SCALE = number(float, 0, 0.5, "must be between 0 and 0.5 (factors from 1 - SCALE to 1 + SCALE)", low_inclusive=True)
 DECAY = number(float, 0, 1, "must be at least 0 and below 1 (0: no moving average)", low_inclusive=True,
                high_inclusive=False)
+SMOOTHING = number(float, 0, 1, "must be at least 0 and below 1 (0: no label smoothing)", low_inclusive=True,
+                   high_inclusive=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,12 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate and keep an exponential moving average of the weights with this decay per step, "
                         "e.g. 0.999; 0: off (recipe: Model_3 0.999, design v7; otherwise off; use 0 for runs of "
                         "fewer than a few thousand steps)")
+    p.add_argument("--label-smoothing", type=SMOOTHING, metavar="EPS",
+                   help="train on targets that move EPS of the label's weight evenly onto all classes, e.g. 0.1; "
+                        "evaluation is unchanged (recipe: off)")
     p.add_argument("--seed", type=COUNT, help="one seed (same as --seeds N)")
     p.add_argument("--seeds", type=COUNT, nargs="+", help="several seeds, run one after another")
     p.add_argument("--pipeline", choices=("device", "conventional"), default="device",
                    help="device-resident tensors or torchvision transforms + DataLoader")
     p.add_argument("--holdout", type=COUNT, default=0,
                    help="evaluate on the last N training images instead of the test set (for tuning)")
+    p.add_argument("--holdout-block", type=int, default=-1, metavar="B",
+                   help="with --holdout N: hold out training images B*N to (B+1)*N-1 instead of the last N (-1)")
     p.add_argument("--subset", type=positive(int), help="use only the first N images of each split (smoke runs)")
     p.add_argument("--device", help="cuda, mps or cpu (default: best available)")
     p.add_argument("--data-dir", default="data", help="folder holding MNIST/raw (downloaded there if missing)")
@@ -222,11 +229,19 @@ def main(argv: list[str] | None = None) -> int:
     seeds = args.seeds or [args.seed if args.seed is not None else utils.RECIPES[args.model].seed]
     overrides = {k: v for k, v in dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                        rotation=args.rotation, translation=args.translation, scale=args.scale,
-                                       bf16=args.bf16, ema=args.ema).items()
+                                       bf16=args.bf16, ema=args.ema, label_smoothing=args.label_smoothing).items()
                  if v is not None}
-    overrides |= {"pipeline": args.pipeline, "holdout": args.holdout}
+    overrides |= {"pipeline": args.pipeline, "holdout": args.holdout, "holdout_block": args.holdout_block}
+    if args.holdout_block != -1 and not args.holdout:
+        parser.error("--holdout-block needs --holdout N (the size of the blocks)")
     device = usable_device(parser, args.device)
     require_data(parser, args.data_dir, not args.no_download)
+    if args.holdout:
+        n = len(utils.load_mnist(args.data_dir, True, download=False))
+        try:
+            utils.held_out_images(n if args.subset is None else min(args.subset, n), args.holdout, args.holdout_block)
+        except ValueError as err:
+            parser.error(str(err))
 
     out = Path(args.out)
     configs = {seed: utils.recipe(args.model, seed=seed, **overrides) for seed in seeds}

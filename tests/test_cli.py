@@ -34,6 +34,8 @@ def run_cli(args: list[str], cwd) -> subprocess.CompletedProcess:
     (["--scale", "1"], "between 0 and 0.5 (factors"),
     (["--ema", "1"], "below 1"),
     (["--ema", "-0.5"], "below 1"),
+    (["--label-smoothing", "1"], "below 1 (0: no label smoothing)"),
+    (["--holdout-block", "2"], "--holdout-block needs --holdout N"),
     (["--seeds", "1", "-2"], "must be >= 0"),
     (["--seed", "1", "--seeds", "2"], "not both"),
     (["--device", "quantum"], "not usable here"),
@@ -44,6 +46,19 @@ def test_bad_arguments_get_one_line_and_exit_2(tmp_path, capsys, args, words):
     err = capsys.readouterr().err
     assert info.value.code == 2
     assert err.count("\n") == 1 and words in err, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--holdout", "100", "--holdout-block", "6"], "holdout_block must be -1 or in [0, 6) for 100 of 600"),
+    (["--holdout", "600"], "holdout must be in [0, 600)"),
+])
+def test_a_holdout_that_does_not_fit_the_data_gets_one_line_before_any_run(mnist_root, tmp_path, capsys, args,
+                                                                           words):
+    with pytest.raises(SystemExit) as info:
+        train.main([*args, "--data-dir", str(mnist_root), "--out", str(tmp_path / "out"), *SMOKE])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1 and words in err, err
     assert not (tmp_path / "out").exists()
 
 
@@ -218,3 +233,8 @@ def test_recipe_overrides_reach_the_run_record(mnist_root, tmp_path, capsys):
     assert record["config"]["bf16"] is False and record["training_precision"] == "float32"
     assert train.main([*args[:-len(SMOKE)], "--out", str(tmp_path / "ema"), "--ema", "0.99", *SMOKE]) == 0
     assert json.loads((tmp_path / "ema" / "Model_3_seed1.json").read_text())["config"]["ema"] == 0.99
+    more = ["--label-smoothing", "0.1", "--holdout", "100", "--holdout-block", "2"]
+    assert train.main([*args[:-len(SMOKE)], "--out", str(tmp_path / "ls"), *more, *SMOKE]) == 0
+    record = json.loads((tmp_path / "ls" / "Model_3_seed1.json").read_text())
+    assert record["config"]["label_smoothing"] == 0.1 and record["config"]["holdout_block"] == 2
+    assert record["evaluated_on"] == "training images 200-299"
