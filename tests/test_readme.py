@@ -428,6 +428,29 @@ def test_design_v12s_validation_table_is_what_its_runs_give():
         assert f"**{found[0][1]} (SE {found[0][2]}) / {found[1][1]} (SE {found[1][2]})**" in flat, arm
 
 
+def test_design_v13s_validation_table_is_what_its_runs_give():
+    """results/validation/v13/README.md, seed by seed: the held-out block, the three arms' epochs 11-15 and the
+    paired deltas run.py prints; every run evaluated on its seed's block."""
+    run = validation_driver()
+    text = (ROOT / "results" / "validation" / "v13" / "README.md").read_text()
+    rows = seed_rows(text)
+    arms = ("v13_reference", "v13_scale0", "v13_label_smoothing0.1")
+    epochs = {arm: run.last_five_means(arm, list) for arm in arms}
+    assert sorted(int(r[0]) for r in rows) == sorted(epochs["v13_label_smoothing0.1"]) == list(range(39, 47))
+    for row in rows:
+        seed = int(row[0])
+        assert row[1] == f"{seed % 12} ({seed % 12 * 5000:,}–{seed % 12 * 5000 + 4999:,})"
+        for cell, arm in zip(row[2:5], arms):
+            assert cell == " ".join(f"{a:.2f}" for a in epochs[arm][seed]), (seed, arm)
+            record = json.loads((ROOT / "results" / "validation" / "v13" / arm / f"seed{seed}.json").read_text())
+            assert record["evaluated_on"] == f"training images {seed % 12 * 5000}-{seed % 12 * 5000 + 4999}"
+    flat = " ".join(text.split()).replace("−", "-")
+    for arm in arms[1:]:
+        found = [re.search(r"paired delta ([+-]\d\.\d\d) \(SE (\d\.\d\d), n = 8\)", run.compare(arm, arms[0], stat))
+                 for stat in (min, statistics.mean)]
+        assert f"**{found[0][1]} (SE {found[0][2]}) / {found[1][1]} (SE {found[1][2]})**" in flat, arm
+
+
 def test_validation_driver_rejects_a_bad_compare_in_one_line():
     done = subprocess.run([sys.executable, "results/validation/run.py", "--compare", "v4_head24", "no_such_arm"],
                           cwd=ROOT, capture_output=True, text=True)
