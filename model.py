@@ -167,7 +167,10 @@ class Model_3(StagedNet):
     (results/design_v7/paired/) held 9 of 10 at 99.47 +- 0.05 %; design v12 - design v7 = -0.03 (SE 0.01, n = 10)
     on the mean, -0.03 (SE 0.02) on the lowest epoch. Not adopted on validation: weight decay (designs v8, v9),
     block 1's first conv padded and Nesterov momentum (v10), a peak LR of 0.05 or 0.2 (v11); every paired delta
-    within +-0.04 (results/validation/v8/ to v11/, each with its plan).
+    within +-0.04 (results/validation/v8/ to v11/, each with its plan). From design v13 on, each validation seed
+    holds out its own block of 5,000 training images: there, removing the scaling scored -0.03 (SE 0.02) and label
+    smoothing 0.1 -0.12 (SE 0.04) (v13), a 14-epoch cycle with a one-epoch hold +0.01 (SE 0.02) and the moving
+    average at decay 0.9995 +0.00 (SE 0.01) (v14); nothing adopted (results/validation/v13/, v14/).
 
     Stages: Model_2's.
     """
