@@ -395,9 +395,10 @@ def test_every_validation_arm_rebuilds_the_config_its_committed_runs_recorded():
     assert checked >= 182
 
 
-def test_design_v13s_arms_hold_out_the_seeds_block_and_each_changes_one_thing():
+def test_design_v13s_and_v14s_arms_hold_out_the_seeds_block_and_each_changes_one_thing():
     """From v13 on, seed s holds out block s % 12 (seeds 39-46: blocks 3-10, never block 11, the split of every
-    earlier round); each candidate differs from the reference (design v12's recipe) in its one field only."""
+    earlier round); each candidate of v13 and v14 differs from v13's reference (design v12's recipe) in its one
+    field only."""
     run = validation_driver()
     for seed in range(39, 47):
         reference = vars(run.config("v13_reference", seed))
@@ -405,6 +406,8 @@ def test_design_v13s_arms_hold_out_the_seeds_block_and_each_changes_one_thing():
                              "seed": seed, "holdout": 5000, "holdout_block": seed % 12}
         assert vars(run.config("v13_scale0", seed)) == {**reference, "scale": 0.0}
         assert vars(run.config("v13_label_smoothing0.1", seed)) == {**reference, "label_smoothing": 0.1}
+        assert vars(run.config("v14_cycle14_hold1", seed)) == {**reference, "hold_epochs": 1}
+        assert vars(run.config("v14_ema0.9995", seed)) == {**reference, "ema": 0.9995}
     assert {run.config("v13_reference", s).holdout_block for s in range(39, 47)} == set(range(3, 11))
     assert run.config("v12_scale0.2", 31).holdout_block == -1  # earlier rounds: the last 5,000 images
 
@@ -428,21 +431,26 @@ def test_design_v12s_validation_table_is_what_its_runs_give():
         assert f"**{found[0][1]} (SE {found[0][2]}) / {found[1][1]} (SE {found[1][2]})**" in flat, arm
 
 
-def test_design_v13s_validation_table_is_what_its_runs_give():
-    """results/validation/v13/README.md, seed by seed: the held-out block, the three arms' epochs 11-15 and the
-    paired deltas run.py prints; every run evaluated on its seed's block."""
+@pytest.mark.parametrize("round_, arms, block_cell", [
+    ("v13", ("v13_reference", "v13_scale0", "v13_label_smoothing0.1"),
+     lambda b: f"{b} ({b * 5000:,}–{b * 5000 + 4999:,})"),
+    ("v14", ("v13_reference", "v14_cycle14_hold1", "v14_ema0.9995"), str),
+])
+def test_rotating_block_rounds_tables_are_what_their_runs_give(round_, arms, block_cell):
+    """results/validation/v13/ and v14/ READMEs, seed by seed: the held-out block, the three arms' epochs 11-15 and
+    the paired deltas run.py prints (v14's reference is v13's runs); every run evaluated on its seed's block."""
     run = validation_driver()
-    text = (ROOT / "results" / "validation" / "v13" / "README.md").read_text()
+    text = (ROOT / "results" / "validation" / round_ / "README.md").read_text()
     rows = seed_rows(text)
-    arms = ("v13_reference", "v13_scale0", "v13_label_smoothing0.1")
     epochs = {arm: run.last_five_means(arm, list) for arm in arms}
-    assert sorted(int(r[0]) for r in rows) == sorted(epochs["v13_label_smoothing0.1"]) == list(range(39, 47))
+    assert sorted(int(r[0]) for r in rows) == sorted(epochs[arms[2]]) == list(range(39, 47))
     for row in rows:
         seed = int(row[0])
-        assert row[1] == f"{seed % 12} ({seed % 12 * 5000:,}–{seed % 12 * 5000 + 4999:,})"
+        assert row[1] == block_cell(seed % 12)
         for cell, arm in zip(row[2:5], arms):
             assert cell == " ".join(f"{a:.2f}" for a in epochs[arm][seed]), (seed, arm)
-            record = json.loads((ROOT / "results" / "validation" / "v13" / arm / f"seed{seed}.json").read_text())
+            record = json.loads((ROOT / "results" / "validation" / run.ROUNDS[arm] / arm / f"seed{seed}.json")
+                                .read_text())
             assert record["evaluated_on"] == f"training images {seed % 12 * 5000}-{seed % 12 * 5000 + 4999}"
     flat = " ".join(text.split()).replace("−", "-")
     for arm in arms[1:]:
