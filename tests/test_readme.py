@@ -372,7 +372,7 @@ def test_flips_json_scores_the_paired_checks_saved_models_and_its_readme_quotes_
     assert f"{flips['images_flipped_on_any_seed']} images flip on at least one seed" in text
     assert f"{flips['paired_delta_points']:.3f} points".replace("-", "−") in text
     assert (f"{flips['images_flipped_toward_design_v7_on_5_or_more_seeds']} images go design v7's way on five or "
-            f"more of the ten seeds, {flips['images_flipped_toward_design_v12_on_5_or_more_seeds']} goes") in text
+            f"more of the ten seeds, {flips['images_flipped_toward_design_v12_on_5_or_more_seeds']} go") in text
     assert f"about **{flips['sd_from_the_image_sample_5000_points']:.2f} points (SD) from the sample" in text
     assert f"about {flips['sd_from_the_seeds_10_seeds_5000_points']:.2f} from the seeds' noise" in text
 
