@@ -186,6 +186,27 @@ def test_float32_check_is_design_v7s_recipe_in_float32_on_its_fresh_seeds_and_re
     assert f"its notebook run) {count} hold the target" in readme
 
 
+def test_float32_check_is_design_v12s_recipe_in_float32_on_its_fresh_seeds_and_reported():
+    """results/Model_3/float32/: design v12's fresh seeds again, trained in float32 as a GPU trains the recipe;
+    fields the fresh runs' JSON predates (``holdout_block``, ``label_smoothing``) count as their defaults."""
+    fresh, f32 = runs(3), records_in("Model_3/float32")
+    assert sorted(f32) == sorted(fresh) and len(f32) == 10
+    for seed, record in f32.items():
+        assert record["config"] == {**CONFIG_DEFAULTS, **fresh[seed]["config"], "bf16": False, "subset": None}
+        assert record["training_precision"] == "float32" and fresh[seed]["training_precision"] == "bfloat16 autocast"
+    text = (ROOT / "results" / "Model_3" / "float32" / "README.md").read_text()
+    rows = seed_rows(text)
+    check_rows(rows, f32)
+    for row in rows:
+        assert row[5] == f"{last5_mean(fresh[int(row[0])]):.2f}"
+    flat = " ".join(text.split())
+    assert f"**{passing(f32)} of 10** seeds hold" in flat and f"mean {mean_std(f32)}" in flat
+    assert f"float32 − bf16, seed by seed: {paired_delta(f32, fresh).replace('-', '−')})" in flat
+    readme = " ".join(section_text("## Fresh seeds").split())
+    assert f"{passing(f32)} of 10 seeds passing at {mean_std(f32)}" in readme
+    assert f"float32 minus bf16, seed by seed: {paired_delta(f32, fresh).replace('-', '−')}) on the last-five" in readme
+
+
 def test_the_headline_states_the_fresh_seed_outcome():
     records = runs(3)
     head = " ".join(README.split("## Contents", 1)[0].split())
