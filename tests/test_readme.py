@@ -161,6 +161,24 @@ def test_ten_more_seeds_are_run_and_reported(plan, folder, seeds, differs):
     assert f"{passing(both)} of 20 seeds, {mean_std(both)}" in readme
 
 
+def float32_check_is_reported(fresh: dict[int, dict], f32: dict[int, dict], folder: str) -> str:
+    """A float32 check's folder README (its table against both runs of each seed, the pass count, the level and the
+    paired delta) and the README's Fresh seeds say what the JSON files say; returns that section, flattened."""
+    text = (ROOT / "results" / folder / "README.md").read_text()
+    rows = seed_rows(text)
+    check_rows(rows, f32)
+    for row in rows:
+        assert row[5] == f"{last5_mean(fresh[int(row[0])]):.2f}"
+    flat = " ".join(text.split())
+    delta = paired_delta(f32, fresh).replace("-", "−")
+    assert f"**{passing(f32)} of 10** seeds hold" in flat and f"mean {mean_std(f32)}" in flat
+    assert f"float32 − bf16, seed by seed: {delta})" in flat
+    readme = " ".join(section_text("## Fresh seeds").split())
+    assert f"{passing(f32)} of 10 seeds passing at {mean_std(f32)}" in readme
+    assert f"float32 minus bf16, seed by seed: {delta}) on the last-five" in readme
+    return readme
+
+
 def test_float32_check_is_design_v7s_recipe_in_float32_on_its_fresh_seeds_and_reported():
     """results/design_v7/Model_3/float32/: design v7's fresh seeds again, trained in float32 as a GPU trains the
     recipe."""
@@ -169,17 +187,7 @@ def test_float32_check_is_design_v7s_recipe_in_float32_on_its_fresh_seeds_and_re
     for seed, record in f32.items():
         assert record["config"] == {**fresh[seed]["config"], "bf16": False, "nesterov": False}
         assert record["training_precision"] == "float32" and fresh[seed]["training_precision"] == "bfloat16 autocast"
-    text = (ROOT / "results" / "design_v7" / "Model_3" / "float32" / "README.md").read_text()
-    rows = seed_rows(text)
-    check_rows(rows, f32)
-    for row in rows:
-        assert row[5] == f"{last5_mean(fresh[int(row[0])]):.2f}"
-    flat = " ".join(text.split())
-    assert f"**{passing(f32)} of 10** seeds hold" in flat and f"mean {mean_std(f32)}" in flat
-    assert f"float32 − bf16, seed by seed: {paired_delta(f32, fresh).replace('-', '−')})" in flat
-    readme = " ".join(section_text("## Fresh seeds").split())
-    assert f"{passing(f32)} of 10 seeds passing at {mean_std(f32)}" in readme
-    assert f"float32 minus bf16, seed by seed: {paired_delta(f32, fresh).replace('-', '−')}) on the last-five" in readme
+    readme = float32_check_is_reported(fresh, f32, "design_v7/Model_3/float32")
     notebook = json.loads((ROOT / "results" / "design_v7" / "step3_notebook.json").read_text())
     with_ema = [*fresh.values(), *records_in("design_v7/Model_3/more_seeds").values(), *f32.values(), notebook]
     count = f"{passing(dict(enumerate(with_ema)))} of {len(with_ema)}"  # seeds repeat: keyed by position
@@ -194,17 +202,7 @@ def test_float32_check_is_design_v12s_recipe_in_float32_on_its_fresh_seeds_and_r
     for seed, record in f32.items():
         assert record["config"] == {**CONFIG_DEFAULTS, **fresh[seed]["config"], "bf16": False, "subset": None}
         assert record["training_precision"] == "float32" and fresh[seed]["training_precision"] == "bfloat16 autocast"
-    text = (ROOT / "results" / "Model_3" / "float32" / "README.md").read_text()
-    rows = seed_rows(text)
-    check_rows(rows, f32)
-    for row in rows:
-        assert row[5] == f"{last5_mean(fresh[int(row[0])]):.2f}"
-    flat = " ".join(text.split())
-    assert f"**{passing(f32)} of 10** seeds hold" in flat and f"mean {mean_std(f32)}" in flat
-    assert f"float32 − bf16, seed by seed: {paired_delta(f32, fresh).replace('-', '−')})" in flat
-    readme = " ".join(section_text("## Fresh seeds").split())
-    assert f"{passing(f32)} of 10 seeds passing at {mean_std(f32)}" in readme
-    assert f"float32 minus bf16, seed by seed: {paired_delta(f32, fresh).replace('-', '−')}) on the last-five" in readme
+    float32_check_is_reported(fresh, f32, "Model_3/float32")
 
 
 def test_the_headline_states_the_fresh_seed_outcome():
