@@ -29,7 +29,8 @@ QUOTED = ["Model_[123]/Model_[123]_seed*", "step[123]_notebook",
           "design_v3/Model_3/Model_3_seed*", "design_v3/Model_3/conventional/Model_3_seed*", "design_v3/step3_notebook",
           "design_v4/Model_3/Model_3_seed*", "design_v4/step3_notebook",
           "design_v5/Model_3/Model_3_seed*", "design_v5/step3_notebook",
-          "design_v7/Model_3/Model_3_seed*", "design_v7/step3_notebook"]
+          "design_v7/Model_3/Model_3_seed*", "design_v7/step3_notebook",
+          "design_v7/paired/Model_3_seed*"]  # the paired check's: flips.py scores them image by image
 WEIGHTS = sorted(p for pattern in QUOTED for p in RESULTS.glob(pattern + ".pt"))
 
 
@@ -39,7 +40,7 @@ def record_of(weights):
 
 def test_every_quoted_run_has_its_weights_and_only_those_are_committed():
     runs = [p for pattern in QUOTED for p in RESULTS.glob(pattern + ".json")]
-    assert len(runs) == 3 + 3 + 10 + 3 + 10 + 1 + 10 + 4 + 1 + 10 + 1 + 10 + 1 + 10 + 1 and FINAL in WEIGHTS
+    assert len(runs) == 3 + 3 + 10 + 3 + 10 + 1 + 10 + 4 + 1 + 10 + 1 + 10 + 1 + 10 + 1 + 10 and FINAL in WEIGHTS
     assert sorted(run.with_suffix(".pt") for run in runs) == WEIGHTS
     listed = subprocess.run(["git", "ls-files", "results/*.pt"], cwd=ROOT, capture_output=True, text=True)
     if listed.returncode == 0:  # a git checkout: no other weights are committed (.gitignore keeps them out)
