@@ -118,13 +118,15 @@ def usable_device(parser: argparse.ArgumentParser, name: str | None) -> torch.de
     return device
 
 
-def require_data(parser: argparse.ArgumentParser, data_dir: str, download: bool) -> None:
-    """Both MNIST splits under ``data_dir`` (fetched if ``download``), or a one-line error: before any output."""
+def require_data(parser: argparse.ArgumentParser, data_dir: str, download: bool) -> int:
+    """Both MNIST splits under ``data_dir`` (fetched if ``download``), or a one-line error: before any output.
+    Returns the number of training images."""
     try:
-        utils.load_mnist(data_dir, True, download)
+        train = utils.load_mnist(data_dir, True, download)
         utils.load_mnist(data_dir, False, download)
     except utils.DataError as err:
         parser.error(str(err))
+    return len(train)
 
 
 def first_line(err: BaseException) -> str:
@@ -235,9 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.holdout_block != -1 and not args.holdout:
         parser.error("--holdout-block needs --holdout N (the size of the blocks)")
     device = usable_device(parser, args.device)
-    require_data(parser, args.data_dir, not args.no_download)
+    n = require_data(parser, args.data_dir, not args.no_download)
     if args.holdout:
-        n = len(utils.load_mnist(args.data_dir, True, download=False))
         try:
             utils.held_out_images(n if args.subset is None else min(args.subset, n), args.holdout, args.holdout_block)
         except ValueError as err:

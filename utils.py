@@ -216,14 +216,11 @@ def make_loaders(data_dir: str | Path = "data", pipeline: str = "device", batch_
     n_test = 0 if test_set is None else len(test_set) if subset is None else min(subset, len(test_set))
 
     if pipeline == "device":
-        images, labels = train_set.data, train_set.targets
-        if held_range.stop < n:  # a block inside the split: gather the rest (a copy; the last block keeps a view)
-            images, labels = images[fit_index], labels[fit_index]
-        train = DeviceLoader(images[:n - holdout], labels[:n - holdout], batch_size, shuffle=True,
+        images, labels = train_set.data[fit_index], train_set.targets[fit_index]
+        train = DeviceLoader(images, labels, batch_size, shuffle=True,
                              rotation=rotation, seed=seed, device=device, translation=translation, scale=scale)
         if test_set is None:
-            start, stop = held_range.start, held_range.stop
-            held = train_set.data[start:stop], train_set.targets[start:stop]
+            held = train_set.data[held_range.start:held_range.stop], train_set.targets[held_range.start:held_range.stop]
         else:
             held = test_set.data[:n_test], test_set.targets[:n_test]
         return train, DeviceLoader(*held, eval_batch_size, shuffle=False, device=device)
