@@ -1,4 +1,4 @@
-"""The validation runs of designs v2 to v14: one arm (layers + recipe) and one seed per call.
+"""The validation runs of designs v2 to v15: one arm (layers + recipe) and one seed per call.
 
     OMP_NUM_THREADS=1 python results/validation/run.py ARM SEED --data-dir ../shared/mnist
     python results/validation/run.py --table v3      # a round's finished arms: per-seed means, mean +- std, loss
@@ -10,7 +10,7 @@ v2 to v12; from v13 on, block ``seed % 12`` of the twelve blocks of 5,000 (``hol
 round holds out other images and the spread of paired differences includes which images were held out. The test
 set is never loaded. Each arm is a model from ``model.py`` (or ``StagedNet`` with the layers a candidate
 needs) and a recipe from ``utils.RECIPES`` with the overrides named below. Writes ``<ROUND>/<ARM>/seed<SEED>.json``
-beside this file (``v2/`` to ``v14/``, the design the arm belongs to); a seed whose JSON exists is not run
+beside this file (``v2/`` to ``v15/``, the design the arm belongs to); a seed whose JSON exists is not run
 again.
 """
 from __future__ import annotations
@@ -136,21 +136,30 @@ ARMS = {
                           design_v4_model, "Model_3", {"hold_epochs": 1}),
     "v14_ema0.9995": ("the moving average of the weights with decay 0.9995 instead of 0.999", design_v4_model,
                       "Model_3", {"ema": 0.9995}),
+    # design v15, step 3 (results/validation/v15/PLAN.md): a layer change on new seeds 47-66 (blocks seed % 12),
+    # run on a GPU, against design v12's Model_3 and recipe run there on the same seeds
+    "v15_reference": ("design v12's Model_3 and recipe (EMA 0.999, scaling [0.8, 1.2])", design_v4_model,
+                      "Model_3", {}),
+    "v15_four_convs": ("block 2 of four 3x3 convs 8->12->12->16->16 instead of three 8->16->16->16 (7,890 "
+                       "parameters, final map 4x4, RF 22)",
+                       lambda: model.StagedNet((8, 16), 8, (12, 12, 16, 16), dropout=0.02, block1_dropout=False),
+                       "Model_3", {}),
 }
-DESIGNS = ("v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11", "v12", "v13", "v14")
+DESIGNS = ("v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11", "v12", "v13", "v14", "v15")
 ROUNDS = {arm: arm.split("_")[0] if arm.split("_")[0] in DESIGNS else "v2" for arm in ARMS}
 # what the recipes were when each round ran, where a later design changed them (Model_3's batch 128 -> 64 in v3,
-# bf16 training on the CPU in v5, the EMA in v7, random scaling in v12; v8 to v14 pin the EMA they ran with,
-# every round before v13 pins scaling off, v13 and v14 pin design v12's, and every round pins label smoothing
+# bf16 training on the CPU in v5, the EMA in v7, random scaling in v12; v8 to v15 pin the EMA they ran with,
+# every round before v13 pins scaling off, v13 to v15 pin design v12's, and every round pins label smoothing
 # off): applied before an arm's own overrides, so a rerun or a new seed of an arm repeats the experiment its
 # committed runs recorded
 RAN_WITH = {round_: {"scale": 0.0, **pins, "label_smoothing": 0.0} for round_, pins in {
     "v2": {"batch_size": 128, "bf16": False, "ema": 0.0}, "v3": {"batch_size": 128, "bf16": False, "ema": 0.0},
     "v4": {"bf16": False, "ema": 0.0}, "v5": {"ema": 0.0}, "v6": {"ema": 0.0}, "v7": {"ema": 0.0},
     "v8": {"ema": 0.999}, "v9": {"ema": 0.999}, "v10": {"ema": 0.999}, "v11": {"ema": 0.999},
-    "v12": {"ema": 0.999}, "v13": {"ema": 0.999, "scale": 0.2}, "v14": {"ema": 0.999, "scale": 0.2}}.items()}
+    "v12": {"ema": 0.999}, "v13": {"ema": 0.999, "scale": 0.2}, "v14": {"ema": 0.999, "scale": 0.2},
+    "v15": {"ema": 0.999, "scale": 0.2}}.items()}
 # rounds whose held-out block rotates with the seed: block seed % 12 of the twelve blocks of 5,000 images
-ROTATING_BLOCKS = {"v13", "v14"}
+ROTATING_BLOCKS = {"v13", "v14", "v15"}
 
 
 def config(arm: str, seed: int) -> utils.Config:
