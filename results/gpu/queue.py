@@ -9,7 +9,8 @@ never reordered by what earlier jobs showed. A job is not started when the media
 so far says it would not end before the deadline; at the deadline, jobs still running are killed and listed as
 unfinished (their partial logs are dropped). After every finished job, the results so far are packed into
 ``<out>/results.tar.gz`` (written atomically, so a call cut short still returns what finished) and the job list
-with its times into ``<out>/queue.json``. Unpack the archive in the repository root.
+with its times into ``<out>/queue.json``. Unpack the archive in the repository root. A later call with
+``--resume <earlier queue.json>`` skips the jobs that call finished and goes on in the same order.
 """
 from __future__ import annotations
 
@@ -92,7 +93,10 @@ def main() -> int:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--deadline", type=float, required=True, help="seconds from start until jobs are killed")
     p.add_argument("--workers", type=int, default=12)
+    p.add_argument("--resume", type=Path, help="an earlier call's queue.json: skip the jobs it finished (their "
+                   "results unpacked in the repository), go on with the rest in the same order")
     args = p.parse_args()
+    skip = {d["job"] for d in json.loads(args.resume.read_text())["done"]} if args.resume else set()
     t0 = time.monotonic()
     record = {"workers": args.workers, "deadline_s": args.deadline, "done": [], "unfinished": [], "not_started": []}
 
@@ -106,6 +110,8 @@ def main() -> int:
         pack(args.out, record)
 
     for name, command, log in solo_jobs(args.data_dir):
+        if name in skip:
+            continue
         began = time.monotonic()
         proc = start(command, log)
         try:
@@ -117,7 +123,7 @@ def main() -> int:
             continue
         finished(name, proc, began, log, pool=False)
 
-    queue, running = pool_jobs(args.data_dir), []
+    queue, running = [job for job in pool_jobs(args.data_dir) if job[0] not in skip], []
     while queue or running:
         now = time.monotonic()
         if now - t0 >= args.deadline:
