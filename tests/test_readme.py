@@ -128,10 +128,12 @@ def test_each_design_named_seeds_no_earlier_design_had():
     plans = ["results/design_v2/PLAN.md", "results/design_v3/PLAN.md", "results/design_v4/PLAN.md",
              "results/design_v5/PLAN.md", "results/validation/v6/PLAN.md", "results/design_v7/PLAN.md",
              "results/validation/v8/PLAN.md", "results/validation/v9/PLAN.md", "results/validation/v10/PLAN.md",
-             "results/validation/v11/PLAN.md", "results/PLAN.md", "results/validation/v13/PLAN.md"]
+             "results/validation/v11/PLAN.md", "results/PLAN.md", "results/validation/v13/PLAN.md",
+             "results/validation/v14/PLAN.md", "results/validation/v15/PLAN.md"]
     seeds = [set(planned_fresh_seeds(plan)) for plan in plans]
     seeds.append(set(range(4011, 4021)))  # design v6's plan names them for design v5's model (v6 adopted nothing)
-    assert all(len(s) == 10 for s in seeds) and len(set.union(*seeds)) == 130
+    seeds.append(set(range(9601, 9641)))  # the GPU check's seeds for design v12's model (results/gpu/README.md)
+    assert all(len(s) == 10 for s in seeds[:-1]) and len(set.union(*seeds)) == 190
 
 
 # seeds a plan named for the model of the design before it, should the plan adopt nothing (it adopted nothing):
@@ -411,7 +413,7 @@ def test_every_validation_arm_rebuilds_the_config_its_committed_runs_recorded():
             built = vars(run.config(arm, record["seed"]))
             assert {**{k: CONFIG_DEFAULTS[k] for k in built}, **record["config"]} == built, path
             checked += 1
-    assert checked >= 222
+    assert checked >= 238
 
 
 def test_design_v13s_and_v14s_arms_hold_out_the_seeds_block_and_each_changes_one_thing():
@@ -429,6 +431,24 @@ def test_design_v13s_and_v14s_arms_hold_out_the_seeds_block_and_each_changes_one
         assert vars(run.config("v14_ema0.9995", seed)) == {**reference, "ema": 0.9995}
     assert {run.config("v13_reference", s).holdout_block for s in range(39, 47)} == set(range(3, 11))
     assert run.config("v12_scale0.2", 31).holdout_block == -1  # earlier rounds: the last 5,000 images
+
+
+def test_design_v15s_arms_differ_in_block_2_only():
+    """v15's reference is design v12's Model_3 and recipe; its candidate has the same recipe and config, and a
+    fourth 3x3 conv in block 2 (7,890 parameters, under the budget); seeds 47-54 hold out blocks 11 and 0-6."""
+    run = validation_driver()
+    for seed in range(47, 55):
+        reference = vars(run.config("v15_reference", seed))
+        assert reference == {**vars(utils.recipe("Model_3")), "seed": seed, "holdout": 5000,
+                             "holdout_block": seed % 12}
+        assert vars(run.config("v15_four_convs", seed)) == reference
+    ref, four = run.ARMS["v15_reference"][1](), run.ARMS["v15_four_convs"][1]()
+    assert repr(ref).split("(", 1)[1] == repr(model.Model_3()).split("(", 1)[1]  # the class name aside
+    assert utils.count_parameters(four) == 7890 and utils.receptive_field(four)[-3].rf == 22
+    assert repr(four.block1) == repr(ref.block1) and repr(four.head) == repr(ref.head)
+    assert repr(four.transition1) == repr(ref.transition1)
+    assert [m.p for m in four.modules() if isinstance(m, torch.nn.Dropout)] == [0.02] * 5  # transition, 4 convs
+    assert [m.out_channels for m in four.block2.modules() if isinstance(m, torch.nn.Conv2d)] == [12, 12, 16, 16]
 
 
 def test_design_v12s_validation_table_is_what_its_runs_give():
@@ -450,23 +470,24 @@ def test_design_v12s_validation_table_is_what_its_runs_give():
         assert f"**{found[0][1]} (SE {found[0][2]}) / {found[1][1]} (SE {found[1][2]})**" in flat, arm
 
 
-@pytest.mark.parametrize("round_, arms, block_cell", [
+@pytest.mark.parametrize("round_, arms, block_cell, seeds", [
     ("v13", ("v13_reference", "v13_scale0", "v13_label_smoothing0.1"),
-     lambda b: f"{b} ({b * 5000:,}–{b * 5000 + 4999:,})"),
-    ("v14", ("v13_reference", "v14_cycle14_hold1", "v14_ema0.9995"), str),
+     lambda b: f"{b} ({b * 5000:,}–{b * 5000 + 4999:,})", range(39, 47)),
+    ("v14", ("v13_reference", "v14_cycle14_hold1", "v14_ema0.9995"), str, range(39, 47)),
+    ("v15", ("v15_reference", "v15_four_convs"), str, range(47, 55)),
 ])
-def test_rotating_block_rounds_tables_are_what_their_runs_give(round_, arms, block_cell):
-    """results/validation/v13/ and v14/ READMEs, seed by seed: the held-out block, the three arms' epochs 11-15 and
-    the paired deltas run.py prints (v14's reference is v13's runs); every run evaluated on its seed's block."""
+def test_rotating_block_rounds_tables_are_what_their_runs_give(round_, arms, block_cell, seeds):
+    """results/validation/v13/ to v15/ READMEs, seed by seed: the held-out block, the arms' epochs 11-15 and the
+    paired deltas run.py prints (v14's reference is v13's runs); every run evaluated on its seed's block."""
     run = validation_driver()
     text = (ROOT / "results" / "validation" / round_ / "README.md").read_text()
     rows = seed_rows(text)
     epochs = {arm: run.last_five_means(arm, list) for arm in arms}
-    assert sorted(int(r[0]) for r in rows) == sorted(epochs[arms[2]]) == list(range(39, 47))
+    assert sorted(int(r[0]) for r in rows) == sorted(epochs[arms[-1]]) == sorted(epochs[arms[0]]) == list(seeds)
     for row in rows:
         seed = int(row[0])
         assert row[1] == block_cell(seed % 12)
-        for cell, arm in zip(row[2:5], arms):
+        for cell, arm in zip(row[2:2 + len(arms)], arms):
             assert cell == " ".join(f"{a:.2f}" for a in epochs[arm][seed]), (seed, arm)
             record = json.loads((ROOT / "results" / "validation" / run.ROUNDS[arm] / arm / f"seed{seed}.json")
                                 .read_text())
@@ -518,3 +539,52 @@ def test_speed_section_quotes_the_committed_benchmark_of_todays_recipe():
         assert f"{words} **{median[key] / median['device']:.2f}×**" in text, key
     floor = f"÷ {record['matmul_macs_per_second'] / 1e9:.1f} G multiply-adds/s"
     assert floor in text and f"is {record['floor_epoch_seconds']:.2f} s per epoch" in text
+
+
+GPU_CHECK_SEEDS = list(range(9601, 9641))  # named in results/gpu/README.md before the call
+
+
+def gpu_jobs() -> list[dict]:
+    """The jobs the lent GPU's two calls finished, as their queue.json files list them."""
+    calls = (ROOT / "results" / "gpu" / "calls").glob("call*_queue.json")
+    return [job for call in sorted(calls) for job in json.loads(call.read_text())["done"]]
+
+
+def test_gpu_check_is_design_v12s_recipe_on_its_named_seeds_in_order_and_reported():
+    """results/gpu/: the check runs are design v12's recipe (float32 on the lent GPU) on the first seeds of the list
+    its README named before the call, each a job the queue finished (rc 0), none left out; the table, the pass count
+    and the level in its README, the README's Fresh seeds and the headline are the JSON's."""
+    checks = records_in("gpu/check")
+    text = (ROOT / "results" / "gpu" / "README.md").read_text()
+    flat = " ".join(text.split())
+    assert "**Check seeds 9601–9640** have never been used by any run" in flat
+    assert sorted(checks) == GPU_CHECK_SEEDS[:len(checks)] and len(checks) == 18
+    jobs = gpu_jobs()
+    assert all(job["rc"] == 0 for job in jobs)
+    assert sorted(int(job["job"][6:]) for job in jobs if job["job"].startswith("check_")) == sorted(checks)
+    for seed, record in checks.items():
+        assert record["config"] == {**vars(utils.recipe("Model_3")), "seed": seed, "subset": None}
+        assert record["device"] == "NVIDIA H200" and record["training_precision"] == "float32"
+        assert record["parameters"] == 7442
+    check_rows(seed_rows(text.split("## Result: design v12", 1)[1]), checks)
+    level = f"**{passing(checks)} of 18** seeds hold"
+    assert level in flat and f"**mean of the last five epochs {mean_std(checks)}** (n = 18)" in flat
+    readme = " ".join(section_text("## Fresh seeds").split())
+    assert f"**{passing(checks)} of 18 seeds passing, {mean_std(checks)}** (n = 18)" in readme
+    head = " ".join(README.split("## Contents", 1)[0].split())
+    assert f"held the bar on **{passing(checks)} of 18**, {mean_std(checks)}" in head
+
+
+def test_speed_on_a_gpu_quotes_the_committed_gpu_runs():
+    """Speed's GPU table: the timed run is design v12's recipe alone on the GPU, the benchmark ran today's recipe
+    (bench.py times a constant LR), and the table's times are theirs."""
+    timing = json.loads((ROOT / "results" / "gpu" / "timing" / "Model_3_seed9201.json").read_text())
+    bench = json.loads((ROOT / "results" / "gpu" / "bench_NVIDIA_H200.json").read_text())
+    assert timing["device"] == bench["device"] == "NVIDIA H200"
+    assert timing["config"] == {**vars(utils.recipe("Model_3")), "seed": 9201, "subset": None}
+    assert {**CONFIG_DEFAULTS, **bench["config"]} == {**vars(utils.recipe("Model_3")), "schedule": "constant"}
+    assert [job["job"] for job in gpu_jobs() if not job["pool"]] == ["bench", "timing_9201"]  # each alone
+    gpu = section_text("## Speed").split("**On a GPU**", 1)[1]
+    assert f"**{timing['wall_seconds']:.0f} s**" in gpu
+    for name in ("device", "conventional"):
+        assert ", ".join(f"{e:.2f} s" for e in sorted(bench["pipelines"][name]["epoch_seconds"])) in gpu
