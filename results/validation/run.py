@@ -1,4 +1,4 @@
-"""The validation runs of designs v2 to v15: one arm (layers + recipe) and one seed per call.
+"""The validation runs of designs v2 to v16: one arm (layers + recipe) and one seed per call.
 
     OMP_NUM_THREADS=1 python results/validation/run.py ARM SEED --data-dir ../shared/mnist
     python results/validation/run.py --table v3      # a round's finished arms: per-seed means, mean +- std, loss
@@ -10,7 +10,7 @@ v2 to v12; from v13 on, block ``seed % 12`` of the twelve blocks of 5,000 (``hol
 round holds out other images and the spread of paired differences includes which images were held out. The test
 set is never loaded. Each arm is a model from ``model.py`` (or ``StagedNet`` with the layers a candidate
 needs) and a recipe from ``utils.RECIPES`` with the overrides named below. Writes ``<ROUND>/<ARM>/seed<SEED>.json``
-beside this file (``v2/`` to ``v15/``, the design the arm belongs to); a seed whose JSON exists is not run
+beside this file (``v2/`` to ``v16/``, the design the arm belongs to); a seed whose JSON exists is not run
 again.
 """
 from __future__ import annotations
@@ -32,6 +32,11 @@ import utils  # noqa: E402
 def design_v4_model() -> model.StagedNet:
     """Model_3 since design v4: Model_2's layers, dropout 0.02 after the transition and block 2, none in block 1."""
     return model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02, block1_dropout=False)
+
+
+def four_convs_model() -> model.StagedNet:
+    """Designs v15 and v16's candidate: design v4's model with block 2 of four 3x3 convs, 8->12->12->16->16."""
+    return model.StagedNet((8, 16), 8, (12, 12, 16, 16), dropout=0.02, block1_dropout=False)
 
 
 # designs v6 and v7 test the same candidate (v7 on new seeds, judged on the lowest epoch)
@@ -142,14 +147,17 @@ ARMS = {
                       "Model_3", {}),
     "v15_four_convs": ("block 2 of four 3x3 convs 8->12->12->16->16 instead of three 8->16->16->16 (7,890 "
                        "parameters, final map 4x4, RF 22)",
-                       lambda: model.StagedNet((8, 16), 8, (12, 12, 16, 16), dropout=0.02, block1_dropout=False),
-                       "Model_3", {}),
+                       four_convs_model, "Model_3", {}),
+    # design v16, step 3 (results/validation/v16/PLAN.md): v15's candidate again on the CPU, on v13's seeds 39-46
+    # against v13_reference's runs
+    "v16_four_convs": ("v15's candidate: block 2 of four 3x3 convs 8->12->12->16->16 (7,890 parameters)",
+                       four_convs_model, "Model_3", {}),
 }
-DESIGNS = ("v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11", "v12", "v13", "v14", "v15")
+DESIGNS = ("v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11", "v12", "v13", "v14", "v15", "v16")
 ROUNDS = {arm: arm.split("_")[0] if arm.split("_")[0] in DESIGNS else "v2" for arm in ARMS}
 # what the recipes were when each round ran, where a later design changed them (Model_3's batch 128 -> 64 in v3,
-# bf16 training on the CPU in v5, the EMA in v7, random scaling in v12; v8 to v15 pin the EMA they ran with,
-# every round before v13 pins scaling off, v13 to v15 pin design v12's, and every round pins label smoothing
+# bf16 training on the CPU in v5, the EMA in v7, random scaling in v12; v8 to v16 pin the EMA they ran with,
+# every round before v13 pins scaling off, v13 to v16 pin design v12's, and every round pins label smoothing
 # off): applied before an arm's own overrides, so a rerun or a new seed of an arm repeats the experiment its
 # committed runs recorded
 RAN_WITH = {round_: {"scale": 0.0, **pins, "label_smoothing": 0.0} for round_, pins in {
@@ -157,9 +165,9 @@ RAN_WITH = {round_: {"scale": 0.0, **pins, "label_smoothing": 0.0} for round_, p
     "v4": {"bf16": False, "ema": 0.0}, "v5": {"ema": 0.0}, "v6": {"ema": 0.0}, "v7": {"ema": 0.0},
     "v8": {"ema": 0.999}, "v9": {"ema": 0.999}, "v10": {"ema": 0.999}, "v11": {"ema": 0.999},
     "v12": {"ema": 0.999}, "v13": {"ema": 0.999, "scale": 0.2}, "v14": {"ema": 0.999, "scale": 0.2},
-    "v15": {"ema": 0.999, "scale": 0.2}}.items()}
+    "v15": {"ema": 0.999, "scale": 0.2}, "v16": {"ema": 0.999, "scale": 0.2}}.items()}
 # rounds whose held-out block rotates with the seed: block seed % 12 of the twelve blocks of 5,000 images
-ROTATING_BLOCKS = {"v13", "v14", "v15"}
+ROTATING_BLOCKS = {"v13", "v14", "v15", "v16"}
 
 
 def config(arm: str, seed: int) -> utils.Config:
