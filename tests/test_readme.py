@@ -129,11 +129,11 @@ def test_each_design_named_seeds_no_earlier_design_had():
              "results/design_v5/PLAN.md", "results/validation/v6/PLAN.md", "results/design_v7/PLAN.md",
              "results/validation/v8/PLAN.md", "results/validation/v9/PLAN.md", "results/validation/v10/PLAN.md",
              "results/validation/v11/PLAN.md", "results/PLAN.md", "results/validation/v13/PLAN.md",
-             "results/validation/v14/PLAN.md", "results/validation/v15/PLAN.md"]
+             "results/validation/v14/PLAN.md", "results/validation/v15/PLAN.md", "results/validation/v16/PLAN.md"]
     seeds = [set(planned_fresh_seeds(plan)) for plan in plans]
     seeds.append(set(range(4011, 4021)))  # design v6's plan names them for design v5's model (v6 adopted nothing)
     seeds.append(set(range(9601, 9641)))  # the GPU check's seeds for design v12's model (results/gpu/README.md)
-    assert all(len(s) == 10 for s in seeds[:-1]) and len(set.union(*seeds)) == 190
+    assert all(len(s) == 10 for s in seeds[:-1]) and len(set.union(*seeds)) == 200
 
 
 # seeds a plan named for the model of the design before it, should the plan adopt nothing (it adopted nothing):
@@ -413,7 +413,7 @@ def test_every_validation_arm_rebuilds_the_config_its_committed_runs_recorded():
             built = vars(run.config(arm, record["seed"]))
             assert {**{k: CONFIG_DEFAULTS[k] for k in built}, **record["config"]} == built, path
             checked += 1
-    assert checked >= 238
+    assert checked >= 246
 
 
 def test_design_v13s_and_v14s_arms_hold_out_the_seeds_block_and_each_changes_one_thing():
@@ -433,7 +433,7 @@ def test_design_v13s_and_v14s_arms_hold_out_the_seeds_block_and_each_changes_one
     assert run.config("v12_scale0.2", 31).holdout_block == -1  # earlier rounds: the last 5,000 images
 
 
-def test_design_v15s_arms_differ_in_block_2_only():
+def test_design_v15s_and_v16s_arms_differ_in_block_2_only():
     """v15's reference is design v12's Model_3 and recipe; its candidate has the same recipe and config, and a
     fourth 3x3 conv in block 2 (7,890 parameters, under the budget); seeds 47-54 hold out blocks 11 and 0-6."""
     run = validation_driver()
@@ -442,6 +442,9 @@ def test_design_v15s_arms_differ_in_block_2_only():
         assert reference == {**vars(utils.recipe("Model_3")), "seed": seed, "holdout": 5000,
                              "holdout_block": seed % 12}
         assert vars(run.config("v15_four_convs", seed)) == reference
+    for seed in range(39, 47):  # v16: the same candidate against v13's reference runs
+        assert vars(run.config("v16_four_convs", seed)) == vars(run.config("v13_reference", seed))
+    assert run.ARMS["v16_four_convs"][1] is run.ARMS["v15_four_convs"][1]
     ref, four = run.ARMS["v15_reference"][1](), run.ARMS["v15_four_convs"][1]()
     assert repr(ref).split("(", 1)[1] == repr(model.Model_3()).split("(", 1)[1]  # the class name aside
     assert utils.count_parameters(four) == 7890 and utils.receptive_field(four)[-3].rf == 22
@@ -475,9 +478,10 @@ def test_design_v12s_validation_table_is_what_its_runs_give():
      lambda b: f"{b} ({b * 5000:,}–{b * 5000 + 4999:,})", range(39, 47)),
     ("v14", ("v13_reference", "v14_cycle14_hold1", "v14_ema0.9995"), str, range(39, 47)),
     ("v15", ("v15_reference", "v15_four_convs"), str, range(47, 55)),
+    ("v16", ("v13_reference", "v16_four_convs"), str, range(39, 47)),
 ])
 def test_rotating_block_rounds_tables_are_what_their_runs_give(round_, arms, block_cell, seeds):
-    """results/validation/v13/ to v15/ READMEs, seed by seed: the held-out block, the arms' epochs 11-15 and the
+    """results/validation/v13/ to v16/ READMEs, seed by seed: the held-out block, the arms' epochs 11-15 and the
     paired deltas run.py prints (v14's reference is v13's runs); every run evaluated on its seed's block."""
     run = validation_driver()
     text = (ROOT / "results" / "validation" / round_ / "README.md").read_text()
@@ -588,3 +592,17 @@ def test_speed_on_a_gpu_quotes_the_committed_gpu_runs():
     assert f"**{timing['wall_seconds']:.0f} s**" in gpu
     for name in ("device", "conventional"):
         assert ", ".join(f"{e:.2f} s" for e in sorted(bench["pipelines"][name]["epoch_seconds"])) in gpu
+
+
+def test_design_v16s_pooled_decision_is_what_the_runs_give():
+    """v16's README quotes the pooled paired deltas over v15's and v16's sixteen seeds as run.py prints them."""
+    run = validation_driver()
+    pairs = [("v15_four_convs", "v15_reference"), ("v16_four_convs", "v13_reference")]
+    found = [re.search(r"paired delta ([+-]\d\.\d\d) \(SE (\d\.\d\d), n = 16\)", run.pooled(pairs, stat))
+             for stat in (min, statistics.mean)]
+    flat = " ".join((ROOT / "results" / "validation" / "v16" / "README.md").read_text().split())
+    assert (f"**Pooled with v15's eight GPU seeds (n = 16): {found[0][1]} (SE {found[0][2]}) on the lowest epoch, "
+            f"{found[1][1]} (SE {found[1][2]}) on the mean.**") in flat
+    done = subprocess.run([sys.executable, "results/validation/run.py", "--pooled", "v15_four_convs", "v15_reference",
+                           "v16_four_convs"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2 and done.stdout == "" and done.stderr.count("\n") == 1

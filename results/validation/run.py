@@ -4,6 +4,7 @@
     python results/validation/run.py --table v3      # a round's finished arms: per-seed means, mean +- std, loss
     python results/validation/run.py --compare ARM REFERENCE   # paired: per-seed difference, mean, SE, n (of the
                                                              # last-five mean, then of the lowest epoch)
+    python results/validation/run.py --pooled ARM REF ARM2 REF2  # several pairs' per-seed differences together
 
 Every run trains on 55,000 training images and evaluates on the other 5,000 (``holdout=5000``): the last 5,000 in
 v2 to v12; from v13 on, block ``seed % 12`` of the twelve blocks of 5,000 (``holdout_block``), so each seed of a
@@ -199,6 +200,19 @@ def compare(arm: str, reference: str, stat=statistics.mean) -> str:
             f"per seed {per_seed}") if diffs else f"{arm} and {reference} share no finished seed"
 
 
+def pooled(pairs: list[tuple[str, str]], stat=statistics.mean) -> str:
+    """The paired differences of several (arm, reference) pairs taken together, each pair on the seeds both of its
+    arms have (design v16 pools v15's and its own): the mean difference of ``stat`` over epochs 11-15 and its SE."""
+    diffs = []
+    for arm, reference in pairs:
+        a, r = last_five_means(arm, stat), last_five_means(reference, stat)
+        diffs += [a[s] - r[s] for s in sorted(set(a) & set(r))]
+    what = "" if stat is statistics.mean else "lowest epoch, "
+    names = " and ".join(f"{arm} - {reference}" for arm, reference in pairs)
+    return (f"{names}, pooled: {what}paired delta {statistics.mean(diffs):+.2f} "
+            f"(SE {statistics.stdev(diffs) / len(diffs) ** 0.5:.2f}, n = {len(diffs)})")
+
+
 def table(round_: str) -> str:
     """One Markdown row per arm of ``round_`` with finished runs: last-five means per seed, mean +- std, lowest
     epoch, loss."""
@@ -234,6 +248,15 @@ def main() -> int:
             return 2
         print(compare(sys.argv[2], sys.argv[3]))
         print(compare(sys.argv[2], sys.argv[3], min))
+        return 0
+    if sys.argv[1:2] == ["--pooled"]:
+        arms = sys.argv[2:]
+        if len(arms) < 4 or len(arms) % 2 or any(a not in ARMS for a in arms):
+            print(f"error: --pooled takes pairs ARM REFERENCE of: {', '.join(ARMS)}", file=sys.stderr)
+            return 2
+        pairs = list(zip(arms[::2], arms[1::2]))
+        print(pooled(pairs))
+        print(pooled(pairs, min))
         return 0
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("arm", choices=ARMS)
