@@ -606,3 +606,27 @@ def test_design_v16s_pooled_decision_is_what_the_runs_give():
     done = subprocess.run([sys.executable, "results/validation/run.py", "--pooled", "v15_four_convs", "v15_reference",
                            "v16_four_convs"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2 and done.stdout == "" and done.stderr.count("\n") == 1
+
+
+def test_at_a_glance_tables_are_the_committed_runs():
+    """The two tables under the headline: the goal lines (fresh seeds, GPU check, run time) and each step's
+    parameters and test-seed level are what the JSON files say."""
+    head = README.split("## Contents", 1)[0]
+    fresh, gpu = runs(3), records_in("gpu/check")
+    rows = {r[0]: r[1:] for r in ([c.strip() for c in line.strip().strip("|").split("|")]
+                                  for line in head.splitlines() if line.startswith("| "))}
+    assert rows["≥ 99.40 % in every one of epochs 11–15 on 10 of 10 fresh seeds"] == [
+        f"{passing(fresh)} of 10 (CPU, bf16); {passing(gpu)} of {len(gpu)} more on a GPU",
+        "**missed**" if passing(fresh) < 10 else "met"]
+    assert rows["mean ≥ 99.52 %"] == [
+        f"{mean_std(fresh)} (n = 10, CPU); {mean_std(gpu)} (n = {len(gpu)}, GPU)",
+        "**missed**" if statistics.mean(map(last5_mean, fresh.values())) < 99.52 else "met"]
+    seconds = [r["wall_seconds"] for r in fresh.values()]
+    assert rows["one 15-epoch run ≤ 4 min on one CPU thread"] == [
+        f"{min(seconds):.0f}–{max(seconds):.0f} s (the ten fresh runs)", "met" if max(seconds) <= 240 else "missed"]
+    assert rows["< 8,000 parameters, ≤ 15 epochs, BatchNorm, dropout, GAP"][0] == (
+        f"Model_3: {utils.count_parameters(model.Model_3()):,} parameters, {utils.recipe('Model_3').epochs} epochs")
+    for step, n in ((1, "3"), (2, "3"), (3, "10 fresh")):
+        name = f"Model_{step}"
+        cells = next(r for k, r in rows.items() if k.startswith(f"{step} — "))
+        assert cells == [name, f"{utils.count_parameters(getattr(model, name)()):,}", f"{mean_std(runs(step))} ({n})"]
