@@ -630,3 +630,26 @@ def test_at_a_glance_tables_are_the_committed_runs():
         name = f"Model_{step}"
         cells = next(r for k, r in rows.items() if k.startswith(f"{step} — "))
         assert cells == [name, f"{utils.count_parameters(getattr(model, name)()):,}", f"{mean_std(runs(step))} ({n})"]
+
+
+def test_gpu_calls_finished_a_prefix_of_queue_pys_fixed_order():
+    """Nothing was skipped or reordered by what a run showed: the two calls finished the two solo jobs, then the
+    first jobs of queue.py's pool order (the order its README describes), and the second call's unstarted jobs are
+    the rest of that order."""
+    spec = importlib.util.spec_from_file_location("gpu_queue", ROOT / "results" / "gpu" / "queue.py")
+    queue = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(queue)
+    pool = [name for name, _, _ in queue.pool_jobs("data")]
+    assert pool[:13] == [f"check_{s}" for s in range(9601, 9611)] + ["v15_reference_47", "v15_four_convs_47",
+                                                                      "check_9611"]
+    assert pool[-10:] == [f"check_{s}" for s in range(9631, 9641)] and len(pool) == 80
+    done = [job["job"] for job in gpu_jobs()]
+    assert [name for name in done if not name.startswith(("check", "v15"))] == ["bench", "timing_9201"]
+    finished = [name for name in done if name.startswith(("check", "v15"))]
+    assert len(set(finished)) == len(finished) and set(finished) == set(pool[:len(finished)])
+    last = json.loads((ROOT / "results" / "gpu" / "calls" / "call2_queue.json").read_text())
+    assert last["not_started"] == pool[len(finished):] and last["unfinished"] == []
+    bad = subprocess.run([sys.executable, "results/gpu/queue.py", "--data-dir", "data", "--out", "results",
+                          "--deadline", "5", "--resume", "README.md"], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stdout == "" and bad.stderr.count("\n") == 1
+    assert bad.stderr.startswith("queue.py: error: --resume README.md: not the queue.json of an earlier call")

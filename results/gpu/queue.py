@@ -58,6 +58,14 @@ def pool_jobs(data: str) -> list[tuple[str, list[str], str]]:
     return jobs + [check(s) for s in CHECK_SEEDS[30:]]
 
 
+class Parser(argparse.ArgumentParser):
+    """Bad input: one line on stderr, exit 2 (as ``train.py``'s parser; not imported from there, because this file
+    must not import torch: run as a script, its name shadows the standard library's ``queue``, which torch imports)."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def start(command: list[str], log: str) -> subprocess.Popen:
     (ROOT / log).parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -88,7 +96,7 @@ def pack(out: Path, record: dict) -> None:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = Parser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", required=True)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--deadline", type=float, required=True, help="seconds from start until jobs are killed")
@@ -96,7 +104,17 @@ def main() -> int:
     p.add_argument("--resume", type=Path, help="an earlier call's queue.json: skip the jobs it finished (their "
                    "results unpacked in the repository), go on with the rest in the same order")
     args = p.parse_args()
-    skip = {d["job"] for d in json.loads(args.resume.read_text())["done"]} if args.resume else set()
+    if args.workers < 1 or not 0 < args.deadline < float("inf"):
+        p.error("--workers must be at least 1 and --deadline a positive number of seconds")
+    if not args.out.is_dir():
+        p.error(f"--out {args.out}: no such folder; create it (on the device machine: $OUT)")
+    skip = set()
+    if args.resume:
+        try:
+            skip = {job["job"] for job in json.loads(args.resume.read_text())["done"]}
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            p.error(f"--resume {args.resume}: not the queue.json of an earlier call ({error.__class__.__name__}); "
+                    "give the file a call wrote to its --out")
     t0 = time.monotonic()
     record = {"workers": args.workers, "deadline_s": args.deadline, "done": [], "unfinished": [], "not_started": []}
 
