@@ -172,8 +172,9 @@ class Model_3(StagedNet):
     smoothing 0.1 -0.12 (SE 0.04) (v13), a 14-epoch cycle with a one-epoch hold +0.01 (SE 0.02) and the moving
     average at decay 0.9995 +0.00 (SE 0.01) (v14); nothing adopted (results/validation/v13/, v14/). On a lent
     GPU, block 2 of four convs (8-12-12-16-16, 7,890 parameters) scored +0.03 on the mean (SE 0.02, 8 seeds;
-    v15), and +0.01 (SE 0.02) pooled with 8 more seeds on the CPU (v16): not adopted; design v12 itself held the target there on 15 of 18 further test seeds, 99.47 +- 0.06 %, a check
-    that chose nothing (results/gpu/).
+    v15), and +0.01 on the mean, +0.02 on the lowest epoch (SE 0.02 each) pooled with 8 more seeds on the CPU
+    (v16): not adopted. Design v12 itself held the target on the GPU on 15 of 18 further test seeds, 99.47 +-
+    0.06 %, a check that chose nothing (results/gpu/).
 
     Stages: Model_2's.
     """

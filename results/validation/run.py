@@ -203,13 +203,18 @@ def compare(arm: str, reference: str, stat=statistics.mean) -> str:
 def pooled(pairs: list[tuple[str, str]], stat=statistics.mean) -> str:
     """The paired differences of several (arm, reference) pairs taken together, each pair on the seeds both of its
     arms have (design v16 pools v15's and its own): the mean difference of ``stat`` over epochs 11-15 and its SE."""
-    diffs = []
+    diffs, names = [], []
     for arm, reference in pairs:
         a, r = last_five_means(arm, stat), last_five_means(reference, stat)
-        diffs += [a[s] - r[s] for s in sorted(set(a) & set(r))]
+        seeds = sorted(set(a) & set(r))
+        if not seeds:
+            raise ValueError(f"{arm} and {reference} share no finished seed")
+        diffs += [a[s] - r[s] for s in seeds]
+        names.append(f"{arm} - {reference} (n = {len(seeds)})")
+    if len(diffs) < 2:
+        raise ValueError("fewer than two paired seeds in all: no SE")
     what = "" if stat is statistics.mean else "lowest epoch, "
-    names = " and ".join(f"{arm} - {reference}" for arm, reference in pairs)
-    return (f"{names}, pooled: {what}paired delta {statistics.mean(diffs):+.2f} "
+    return (f"{' and '.join(names)}, pooled: {what}paired delta {statistics.mean(diffs):+.2f} "
             f"(SE {statistics.stdev(diffs) / len(diffs) ** 0.5:.2f}, n = {len(diffs)})")
 
 
@@ -255,8 +260,15 @@ def main() -> int:
             print(f"error: --pooled takes pairs ARM REFERENCE of: {', '.join(ARMS)}", file=sys.stderr)
             return 2
         pairs = list(zip(arms[::2], arms[1::2]))
-        print(pooled(pairs))
-        print(pooled(pairs, min))
+        if len(set(pairs)) < len(pairs):
+            print("error: --pooled: a pair is given twice; give each ARM REFERENCE pair once", file=sys.stderr)
+            return 2
+        try:
+            print(pooled(pairs))
+            print(pooled(pairs, min))
+        except ValueError as error:
+            print(f"error: --pooled: {error}", file=sys.stderr)
+            return 2
         return 0
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("arm", choices=ARMS)
