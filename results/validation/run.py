@@ -187,12 +187,18 @@ def last_five_means(arm: str, stat=statistics.mean) -> dict[int, float]:
     return {int(f.stem[4:]): stat(json.loads(f.read_text())["history"]["test_acc"][-5:]) for f in files}
 
 
-def compare(arm: str, reference: str, stat=statistics.mean) -> str:
-    """``arm`` minus ``reference`` seed by seed, on the seeds both have: the differences of ``stat`` over epochs
-    11-15 (their mean by default, ``min`` for the lowest epoch), the mean difference and its SE."""
+def paired_deltas(arm: str, reference: str, stat=statistics.mean) -> tuple[list[int], list[float]]:
+    """The seeds both arms finished, and ``arm`` minus ``reference`` on each: the difference of ``stat`` over
+    epochs 11-15 (their mean by default, ``min`` for the lowest epoch)."""
     a, r = last_five_means(arm, stat), last_five_means(reference, stat)
     seeds = sorted(set(a) & set(r))
-    diffs = [a[s] - r[s] for s in seeds]
+    return seeds, [a[s] - r[s] for s in seeds]
+
+
+def compare(arm: str, reference: str, stat=statistics.mean) -> str:
+    """``arm`` minus ``reference`` seed by seed, on the seeds both have (:func:`paired_deltas`): the per-seed
+    differences, their mean and its SE."""
+    seeds, diffs = paired_deltas(arm, reference, stat)
     se = f"{statistics.stdev(diffs) / len(diffs) ** 0.5:.2f}" if len(diffs) > 1 else "–"
     per_seed = ", ".join(f"{s}: {round(d, 2) + 0.0:+.2f}" for s, d in zip(seeds, diffs))  # no "-0.00"
     what = "" if stat is statistics.mean else "lowest epoch, "
@@ -205,11 +211,10 @@ def pooled(pairs: list[tuple[str, str]], stat=statistics.mean) -> str:
     arms have (design v16 pools v15's and its own): the mean difference of ``stat`` over epochs 11-15 and its SE."""
     diffs, names = [], []
     for arm, reference in pairs:
-        a, r = last_five_means(arm, stat), last_five_means(reference, stat)
-        seeds = sorted(set(a) & set(r))
+        seeds, deltas = paired_deltas(arm, reference, stat)
         if not seeds:
             raise ValueError(f"{arm} and {reference} share no finished seed")
-        diffs += [a[s] - r[s] for s in seeds]
+        diffs += deltas
         names.append(f"{arm} - {reference} (n = {len(seeds)})")
     if len(diffs) < 2:
         raise ValueError("fewer than two paired seeds in all: no SE")
