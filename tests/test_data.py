@@ -77,14 +77,16 @@ def test_device_loader_is_reproducible_from_its_seed():
     assert not torch.equal(next(iter(other))[0], runs[0][0])
 
 
-def rotate_calls(monkeypatch, loader) -> list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]]:
-    """One epoch of ``loader``, with every ``utils.rotate`` call it makes recorded: (angles, shifts, scales)."""
+def rotate_calls(monkeypatch, loader, fields: bool = False) -> list[tuple[torch.Tensor | None, ...]]:
+    """One epoch of ``loader``, with every ``utils.rotate`` call it makes recorded: (angles, shifts, scales), and
+    with ``fields``, the displacement field too."""
     calls = []
     real_rotate = utils.rotate
 
-    def spy(images, degrees, shifts=None, scales=None):
-        calls.append(tuple(None if t is None else t.clone() for t in (degrees, shifts, scales)))
-        return real_rotate(images, degrees, shifts, scales)
+    def spy(images, degrees, shifts=None, scales=None, displacement=None):
+        recorded = (degrees, shifts, scales, displacement) if fields else (degrees, shifts, scales)
+        calls.append(tuple(None if t is None else t.clone() for t in recorded))
+        return real_rotate(images, degrees, shifts, scales, displacement)
 
     with monkeypatch.context() as patch:
         patch.setattr(utils, "rotate", spy)

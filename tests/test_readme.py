@@ -198,11 +198,12 @@ def test_float32_check_is_design_v7s_recipe_in_float32_on_its_fresh_seeds_and_re
 
 def test_float32_check_is_design_v12s_recipe_in_float32_on_its_fresh_seeds_and_reported():
     """results/Model_3/float32/: design v12's fresh seeds again, trained in float32 as a GPU trains the recipe;
-    fields the fresh runs' JSON predates (``holdout_block``, ``label_smoothing``) count as their defaults."""
+    fields either run's JSON predates (``holdout_block``, ``label_smoothing``, ``elastic``) count as their defaults."""
     fresh, f32 = runs(3), records_in("Model_3/float32")
     assert sorted(f32) == sorted(fresh) and len(f32) == 10
     for seed, record in f32.items():
-        assert record["config"] == {**CONFIG_DEFAULTS, **fresh[seed]["config"], "bf16": False, "subset": None}
+        assert {**CONFIG_DEFAULTS, **record["config"]} == {**CONFIG_DEFAULTS, **fresh[seed]["config"], "bf16": False,
+                                                           "subset": None}
         assert record["training_precision"] == "float32" and fresh[seed]["training_precision"] == "bfloat16 autocast"
     float32_check_is_reported(fresh, f32, "Model_3/float32")
 
@@ -433,6 +434,19 @@ def test_design_v13s_and_v14s_arms_hold_out_the_seeds_block_and_each_changes_one
     assert run.config("v12_scale0.2", 31).holdout_block == -1  # earlier rounds: the last 5,000 images
 
 
+def test_design_v17s_arms_add_elastic_distortion_only():
+    """v17's candidates differ from v13's reference runs (design v12's recipe, seeds 39-46, blocks 3-10) in the
+    elastic distortion only, at the plan's two doses; every earlier round pins it off."""
+    run = validation_driver()
+    for seed in range(39, 47):
+        reference = vars(run.config("v13_reference", seed))
+        assert reference["elastic"] == 0.0
+        for alpha in (24.0, 48.0):
+            assert vars(run.config(f"v17_elastic{alpha:.0f}", seed)) == {**reference, "elastic": alpha,
+                                                                          "elastic_sigma": 4.0}
+    assert all(run.config(arm, 1).elastic == 0.0 for arm in run.ARMS if run.ROUNDS[arm] != "v17")
+
+
 def test_design_v15s_and_v16s_arms_differ_in_block_2_only():
     """v15's reference is design v12's Model_3 and recipe; its candidate has the same recipe and config, and a
     fourth 3x3 conv in block 2 (7,890 parameters, under the budget); seeds 47-54 hold out blocks 11 and 0-6."""
@@ -567,7 +581,7 @@ def test_gpu_check_is_design_v12s_recipe_on_its_named_seeds_in_order_and_reporte
     assert all(job["rc"] == 0 for job in jobs)
     assert sorted(int(job["job"][6:]) for job in jobs if job["job"].startswith("check_")) == sorted(checks)
     for seed, record in checks.items():
-        assert record["config"] == {**vars(utils.recipe("Model_3")), "seed": seed, "subset": None}
+        assert utils.same_experiment(record["config"], utils.recipe("Model_3", seed=seed))
         assert record["device"] == "NVIDIA H200" and record["training_precision"] == "float32"
         assert record["parameters"] == 7442
     check_rows(seed_rows(text.split("## Result: design v12", 1)[1]), checks)
@@ -585,7 +599,7 @@ def test_speed_on_a_gpu_quotes_the_committed_gpu_runs():
     timing = json.loads((ROOT / "results" / "gpu" / "timing" / "Model_3_seed9201.json").read_text())
     bench = json.loads((ROOT / "results" / "gpu" / "bench_NVIDIA_H200.json").read_text())
     assert timing["device"] == bench["device"] == "NVIDIA H200"
-    assert timing["config"] == {**vars(utils.recipe("Model_3")), "seed": 9201, "subset": None}
+    assert utils.same_experiment(timing["config"], utils.recipe("Model_3", seed=9201))
     assert {**CONFIG_DEFAULTS, **bench["config"]} == {**vars(utils.recipe("Model_3")), "schedule": "constant"}
     assert [job["job"] for job in gpu_jobs() if not job["pool"]] == ["bench", "timing_9201"]  # each alone
     gpu = section_text("## Speed").split("**On a GPU**", 1)[1]
