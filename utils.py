@@ -355,8 +355,8 @@ class Config:
 RECIPES: dict[str, Config] = {
     "Model_1": Config(lr=0.01, schedule="constant", rotation=0.0),
     "Model_2": Config(lr=0.01, schedule="constant", rotation=0.0),
-    "Model_3": Config(lr=0.1, schedule="onecycle", hold_epochs=3, rotation=7.0, scale=0.2, batch_size=64, bf16=True,
-                      ema=0.999),
+    "Model_3": Config(lr=0.1, schedule="onecycle", hold_epochs=3, rotation=7.0, scale=0.2, elastic=24.0,
+                      batch_size=64, bf16=True, ema=0.999),
 }
 
 
