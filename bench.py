@@ -10,7 +10,8 @@ default NCHW layout instead of ``channels_last``, measures what the layout buys;
 Model_3 (dropout in block 1 too, the same parameters) on the device pipeline, what leaving block 1 without dropout
 buys. On a CPU with native bf16 one more variant trains the device pipeline in the other precision (float32 when
 the recipe trains under bf16 autocast, bf16 when it does not; ``utils.training_dtype``), to measure what bf16
-buys. A recipe's moving average of the weights (``Config.ema``) is not part of the timed epochs: it costs an
+buys. When the recipe distorts its images elastically (``Config.elastic``), one more variant trains the device
+pipeline without the distortion, to measure what drawing and applying the fields costs. A recipe's moving average of the weights (``Config.ema``) is not part of the timed epochs: it costs an
 update of the averaged copy per step (about 3.6 % of a run on the development CPU, ``results/validation/v7/``).
 The report ends with what one full run of the device pipeline takes (the recipe's epochs x the median epoch
 and evaluation). The floor is what the model's arithmetic alone would cost in float32: forward+backward
@@ -36,6 +37,7 @@ import utils
 
 BLOCK1_DROPOUT = "device, v3 dropout"  # the variant with design v3's dropout in block 1
 PRECISION = "device, {}"  # the variant trained in the precision the recipe does not use: "float32" or "bf16"
+NO_ELASTIC = "device, no elastic"  # the variant without the recipe's elastic distortion
 
 
 def conv_macs(net: nn.Module, input_size: tuple[int, int, int] = (1, 28, 28)) -> int:
@@ -121,23 +123,29 @@ def main(argv: list[str] | None = None) -> int:
     # the project's layout (utils.to_device: channels_last on a CPU) for both pipelines, and on a CPU the
     # device pipeline once more in the default layout, to measure what channels_last buys
     build = getattr(models, args.model)
-    variants = {"device": ("device", True, build, dtype), "conventional": ("conventional", True, build, dtype)}
+    # label -> (pipeline, project layout, model factory, training dtype, elastic alpha)
+    elastic = cfg.elastic
+    variants = {"device": ("device", True, build, dtype, elastic),
+                "conventional": ("conventional", True, build, dtype, elastic)}
     if device.type == "cpu":
-        variants["device, NCHW"] = ("device", False, build, dtype)
+        variants["device, NCHW"] = ("device", False, build, dtype, elastic)
     if args.model == "Model_3":
         variants[BLOCK1_DROPOUT] = ("device", True, lambda: models.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02),
-                                    dtype)
+                                    dtype, elastic)
     other = torch.float32 if dtype == torch.bfloat16 else torch.bfloat16
     if device.type == "cpu" and utils.cpu_has_native_bf16():
-        variants[precision_label(other)] = ("device", True, build, other)
+        variants[precision_label(other)] = ("device", True, build, other, elastic)
+    if elastic > 0:
+        variants[NO_ELASTIC] = ("device", True, build, dtype, 0.0)
     runs = {}
-    for label, (pipeline, project_layout, build, variant_dtype) in variants.items():
+    for label, (pipeline, project_layout, build, variant_dtype, variant_elastic) in variants.items():
         utils.set_seed(cfg.seed)
         net = build()
         net = utils.to_device(net, device) if project_layout else net.to(device)
         train_loader, test_loader = utils.make_loaders(
             args.data_dir, pipeline, cfg.batch_size, cfg.rotation, cfg.seed, device, not args.no_download,
-            args.subset, num_workers=args.workers, translation=cfg.translation, scale=cfg.scale)
+            args.subset, num_workers=args.workers, translation=cfg.translation, scale=cfg.scale,
+            elastic=variant_elastic, elastic_sigma=cfg.elastic_sigma)
         optimizer, _ = utils.make_optimizer(net, cfg, len(train_loader))
         runs[label] = dict(net=net, train=train_loader, test=test_loader, opt=optimizer, epoch=[], eval=[],
                            acc=[], images=len(train_loader.dataset), dtype=variant_dtype)
@@ -175,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     if BLOCK1_DROPOUT in report:
         dropout = report[BLOCK1_DROPOUT]["median_epoch_seconds"] / report["device"]["median_epoch_seconds"]
         print(f"no dropout in block 1 makes the device-resident epoch {dropout:.2f}x faster than design v3's dropout")
+    if NO_ELASTIC in report:
+        cost = report["device"]["median_epoch_seconds"] / report[NO_ELASTIC]["median_epoch_seconds"]
+        print(f"the elastic distortion makes the device-resident epoch {cost:.2f}x slower")
     bf16, fp32 = precision_label(torch.bfloat16), precision_label(torch.float32)
     if bf16 in report or fp32 in report:
         slow, fast = (report[fp32], report["device"]) if fp32 in report else (report["device"], report[bf16])

@@ -26,13 +26,17 @@ def test_bench_smoke(name, mnist_root, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "faster per training epoch" in out and "arithmetic floor" in out
     record = json.loads((tmp_path / "bench_cpu.json").read_text())
-    extra = {bench.BLOCK1_DROPOUT} if name == "Model_3" else set()  # design v3's dropout, for Model_3 only
+    # design v3's dropout and the recipe without its elastic distortion: for Model_3 only
+    extra = {bench.BLOCK1_DROPOUT, bench.NO_ELASTIC} if name == "Model_3" else set()
     recipe_dtype = utils.training_dtype(utils.RECIPES[name], torch.device("cpu"))
     other = torch.float32 if recipe_dtype == torch.bfloat16 else torch.bfloat16
     if utils.cpu_has_native_bf16():  # the recipe's other precision, timed only where bf16 is native
         extra.add(bench.precision_label(other))
     assert set(record["pipelines"]) == {"device", "conventional", "device, NCHW"} | extra
     assert ("no dropout in block 1 makes" in out) == (name == "Model_3")
+    assert ("the elastic distortion makes" in out) == (utils.RECIPES[name].elastic > 0) == (name == "Model_3")
+    if name == "Model_3":  # the same seed and model; only the fields differ
+        assert record["pipelines"][bench.NO_ELASTIC]["test_acc"] != record["pipelines"]["device"]["test_acc"]
     assert ("bf16 autocast makes" in out) == utils.cpu_has_native_bf16()
     assert record["training_precision"] == utils.precision_name(recipe_dtype)
     assert record["cpu_native_bf16"] is utils.cpu_has_native_bf16()
