@@ -8,7 +8,7 @@ versions, parameter count, per-epoch metrics, wall time; written atomically) and
 whose JSON already exists is skipped, so a killed multi-seed run resumes where it stopped. The defaults of every
 training option are the model's recipe in ``utils.RECIPES``. Bad input gets one line on stderr and exit code 2.
 
-    python train.py --evaluate results/Model_3/Model_3_seed9201.pt [--model Model_3]
+    python train.py --evaluate results/Model_3/Model_3_seed9801.pt [--model Model_3]
 
 evaluates a weights file on the MNIST test set instead (seconds): accuracy, error count and the confusion counts.
 Without ``--model`` it uses the architecture the weights fit.
@@ -61,6 +61,9 @@ ANGLE = number(float, 0, 180, "must be between 0 and 180 degrees", low_inclusive
 COUNT = number(int, 0, rule="must be >= 0", low_inclusive=True)
 SHIFT = number(float, 0, 0.5, "must be between 0 and 0.5 (a fraction of the image size)", low_inclusive=True)
 SCALE = number(float, 0, 0.5, "must be between 0 and 0.5 (factors from 1 - SCALE to 1 + SCALE)", low_inclusive=True)
+ALPHA = number(float, 0, rule="must be >= 0 (0: no elastic distortion)", low_inclusive=True)
+# the blur's int(8 sigma + 1) taps, reflect-padded, must fit a 28-pixel image (utils.blur_matrix)
+SIGMA = number(float, 0, 6.5, "must be above 0 and at most 6.5 pixels (the blur must fit a 28-pixel image)")
 DECAY = number(float, 0, 1, "must be at least 0 and below 1 (0: no moving average)", low_inclusive=True,
                high_inclusive=False)
 SMOOTHING = number(float, 0, 1, "must be at least 0 and below 1 (0: no label smoothing)", low_inclusive=True,
@@ -81,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=SCALE,
                    help="random scaling: each image gets its own factor in [1 - SCALE, 1 + SCALE], e.g. 0.1 "
                         "(recipe)")
+    p.add_argument("--elastic", type=ALPHA, metavar="ALPHA",
+                   help="elastic distortion after the rotation and scaling, as ElasticTransform(alpha=ALPHA) draws "
+                        "it, e.g. 24; 0: off (recipe: off)")
+    p.add_argument("--elastic-sigma", type=SIGMA, metavar="SIGMA",
+                   help="the Gaussian, in pixels, that smooths the elastic field (recipe: 4)")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction,
                    help="train under bfloat16 autocast on a CPU with native bf16, float32 elsewhere "
                         "(default: the recipe's)")
@@ -231,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = args.seeds or [args.seed if args.seed is not None else utils.RECIPES[args.model].seed]
     overrides = {k: v for k, v in dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                        rotation=args.rotation, translation=args.translation, scale=args.scale,
-                                       bf16=args.bf16, ema=args.ema, label_smoothing=args.label_smoothing).items()
+                                       elastic=args.elastic, elastic_sigma=args.elastic_sigma, bf16=args.bf16, ema=args.ema, label_smoothing=args.label_smoothing).items()
                  if v is not None}
     overrides |= {"pipeline": args.pipeline, "holdout": args.holdout, "holdout_block": args.holdout_block}
     if args.holdout_block != -1 and not args.holdout:

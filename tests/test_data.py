@@ -232,6 +232,101 @@ def test_conventional_transform_scales_with_random_affine():
     assert utils.conventional_transform(7.0, 0.1).transforms[0].scale is None
 
 
+@pytest.mark.parametrize("sigma", [4.0, 2.5, 1.0])
+def test_elastic_field_is_elastic_transforms_blurred_noise(sigma):
+    """The field from given noise is what ``ElasticTransform.get_params`` makes of the same noise: each channel
+    Gaussian-blurred (its kernel size, reflect padding) and scaled by alpha / size, x first."""
+    noise = torch.rand(3, 2, 28, 20, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    size = len(utils.gaussian_kernel1d(sigma))
+    assert size == int(8 * sigma + 1) + (int(8 * sigma + 1) % 2 == 0) and size % 2 == 1
+    field = utils.elastic_field(noise, 24.0, sigma)
+    assert field.shape == (3, 28, 20, 2)
+    blurred = TF.gaussian_blur(noise, [size, size], [sigma, sigma])
+    expected = torch.stack([blurred[:, 0] * 24.0 / 20, blurred[:, 1] * 24.0 / 28], -1)
+    assert torch.allclose(field, expected, atol=1e-6)
+    assert not torch.allclose(field, expected.flip(-1), atol=1e-3)
+
+
+def test_elastic_field_refuses_a_blur_wider_than_the_image():
+    with pytest.raises(ValueError, match="too large"):
+        utils.elastic_field(torch.zeros(1, 2, 28, 28), 24.0, 4.0 * 28)
+
+
+@pytest.mark.parametrize("angle, scale", [(0.0, 1.0), (6.0, 1.15), (-4.0, 0.85)])
+def test_both_pipelines_distort_the_same_way(angle, scale):
+    """One image, one angle and factor, and one field through both pipelines. The conventional pipeline resamples
+    twice (RandomAffine, then ElasticTransform): the device pipeline's affine map followed by the same field as a
+    second resampling matches it up to PIL's rounding, and the field negated is far off. The device pipeline's one
+    resampling of the composed map differs from that only by the second interpolation's blur (nil when the affine
+    map is the identity)."""
+    image = synthetic_digits(1, seed=7)[0][0]
+    noise = torch.rand(1, 2, 28, 28, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    field = utils.elastic_field(noise, 34.0, 4.0)
+    affine = TF.affine(Image.fromarray(image), -angle, [0, 0], scale, [0.0, 0.0],
+                       interpolation=InterpolationMode.BILINEAR, fill=0)
+    conventional = utils.conventional_transform(0.0)(
+        TF.elastic_transform(affine, field, InterpolationMode.BILINEAR, 0))
+    x = utils.normalize(torch.from_numpy(image[None]))
+    turned = utils.rotate(x, torch.tensor([angle]), None, torch.tensor([scale]))
+    twice = utils.rotate(turned, torch.tensor([0.0]), None, None, field)[0]
+    negated = utils.rotate(turned, torch.tensor([0.0]), None, None, -field)[0]
+    diff = (conventional - twice).abs().mean()
+    assert diff < 0.01 and (conventional - negated).abs().mean() > 10 * diff
+    once = utils.rotate(x, torch.tensor([angle]), None, torch.tensor([scale]), field)[0]
+    assert (conventional - once).abs().mean() < (0.005 if angle == 0 and scale == 1 else 0.08)
+
+
+@pytest.mark.parametrize("angle, scale", [(0.0, 1.0), (20.0, 1.0), (0.0, 0.8), (-7.0, 1.2)])
+def test_a_constant_field_shifts_the_affine_output(angle, scale):
+    """The one-resampling composition, checked exactly: a field that is the same d everywhere samples the affine
+    output at p + d, i.e. moves the turned and scaled image by -d, which is ``rotate``'s shift applied after the
+    turn and the scaling (d in grid units: size / 2 pixels per unit)."""
+    x = utils.normalize(torch.from_numpy(synthetic_digits(1, seed=8)[0]))
+    d = torch.tensor([0.25, -0.125])  # the image moves 3.5 px left and 1.75 px down
+    field = d.expand(1, 28, 28, 2)
+    composed = utils.rotate(x, torch.tensor([angle]), None, torch.tensor([scale]), field)
+    shifted = utils.rotate(x, torch.tensor([angle]), -(d * 14).view(1, 2), torch.tensor([scale]))
+    assert torch.allclose(composed, shifted, atol=1e-5)
+    assert not torch.allclose(composed, utils.rotate(x, torch.tensor([angle]), (d * 14).view(1, 2),
+                                                     torch.tensor([scale])), atol=1e-2)
+
+
+def test_device_loader_draws_one_elastic_field_per_sample_after_the_other_draws(monkeypatch):
+    loader = utils.DeviceLoader(*id_images(1000), batch_size=250, rotation=7.0, scale=0.2, elastic=24.0, seed=0)
+    distorted = rotate_calls(monkeypatch, loader, fields=True)
+    plain = rotate_calls(monkeypatch, utils.DeviceLoader(*id_images(1000), batch_size=250, rotation=7.0, scale=0.2,
+                                                         seed=0), fields=True)
+    fields = torch.cat([f for *_, f in distorted])
+    assert fields.shape == (1000, 28, 28, 2) and all(f is None for *_, f in plain)
+    assert len(torch.unique(fields[:, 0, 0, 0])) == 1000  # per sample, not per batch
+    # about 0.6 px per axis (standard deviation) at alpha 24, sigma 4 (2 / 28 grid units per pixel); no drift
+    pixels = fields * 14
+    assert 0.5 < pixels.std() < 0.7 and pixels.mean().abs() < 0.1
+    # the noise comes after the epoch's other draws: the angles and factors are those of a run without it
+    for with_field, without in zip(distorted, plain):
+        assert torch.equal(with_field[0], without[0]) and torch.equal(with_field[2], without[2])
+    again = rotate_calls(monkeypatch, utils.DeviceLoader(*id_images(1000), batch_size=250, rotation=7.0, scale=0.2,
+                                                         elastic=24.0, seed=0), fields=True)
+    assert torch.equal(torch.cat([f for *_, f in again]), fields)  # seeded
+    with pytest.raises(ValueError, match="elastic_sigma"):
+        utils.DeviceLoader(*id_images(10), elastic=24.0, elastic_sigma=0.0)
+
+
+def test_conventional_transform_appends_elastic_transform_after_the_affine_step():
+    steps = utils.conventional_transform(7.0, 0.0, 0.2, 48.0, 3.0).transforms
+    assert isinstance(steps[0], transforms.RandomAffine) and isinstance(steps[1], transforms.ElasticTransform)
+    assert steps[1].alpha == [48.0, 48.0] and steps[1].sigma == [3.0, 3.0]
+    assert steps[1].fill in (0, [0.0]) and steps[1].interpolation == InterpolationMode.BILINEAR
+    assert not any(isinstance(t, transforms.ElasticTransform) for t in utils.conventional_transform(7.0, 0.0, 0.2).transforms)
+
+
+def test_the_conventional_pipeline_distorts_pil_images_end_to_end(mnist_root):
+    train, _ = utils.make_loaders(mnist_root, "conventional", batch_size=100, rotation=7.0, scale=0.2, seed=0,
+                                  download=False, holdout=100, elastic=24.0)
+    images, labels = next(iter(train))
+    assert images.shape == (100, 1, 28, 28) and torch.isfinite(images).all()
+
+
 def test_conventional_transform_uses_black_fill_and_bilinear():
     rotation = utils.conventional_transform(5.0).transforms[0]
     assert rotation.degrees == [-5.0, 5.0]
