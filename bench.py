@@ -11,9 +11,9 @@ Model_3 (dropout in block 1 too, the same parameters) on the device pipeline, wh
 buys. On a CPU with native bf16 one more variant trains the device pipeline in the other precision (float32 when
 the recipe trains under bf16 autocast, bf16 when it does not; ``utils.training_dtype``), to measure what bf16
 buys. When the recipe distorts its images elastically (``Config.elastic``), one more variant trains the device
-pipeline without the distortion, to measure what drawing and applying the fields costs. A recipe's moving average of the weights (``Config.ema``) is not part of the timed epochs: it costs an
-update of the averaged copy per step (about 3.6 % of a run on the development CPU, ``results/validation/v7/``).
-The report ends with what one full run of the device pipeline takes (the recipe's epochs x the median epoch
+pipeline without the distortion, to measure what drawing and applying the fields costs. A recipe's moving average
+of the weights (``Config.ema``) is not part of the timed epochs: it costs an update of the averaged copy per step
+(about 3.6 % of a run on the development CPU, ``results/validation/v7/``). The report ends with what one full run of the device pipeline takes (the recipe's epochs x the median epoch
 and evaluation). The floor is what the model's arithmetic alone would cost in float32: forward+backward
 multiply-adds per image (3x the forward ones) x 60,000 / the multiply-adds per second this device reaches on a
 large float32 matrix product (there is no bf16 floor). Results go to ``<out>/bench_<device>.json`` (written

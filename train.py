@@ -239,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = args.seeds or [args.seed if args.seed is not None else utils.RECIPES[args.model].seed]
     overrides = {k: v for k, v in dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                        rotation=args.rotation, translation=args.translation, scale=args.scale,
-                                       elastic=args.elastic, elastic_sigma=args.elastic_sigma, bf16=args.bf16, ema=args.ema, label_smoothing=args.label_smoothing).items()
+                                       elastic=args.elastic, elastic_sigma=args.elastic_sigma, bf16=args.bf16,
+                                       ema=args.ema, label_smoothing=args.label_smoothing).items()
                  if v is not None}
     overrides |= {"pipeline": args.pipeline, "holdout": args.holdout, "holdout_block": args.holdout_block}
     if args.holdout_block != -1 and not args.holdout:

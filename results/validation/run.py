@@ -165,8 +165,8 @@ ROUNDS = {arm: arm.split("_")[0] if arm.split("_")[0] in DESIGNS else "v2" for a
 # what the recipes were when each round ran, where a later design changed them (Model_3's batch 128 -> 64 in v3,
 # bf16 training on the CPU in v5, the EMA in v7, random scaling in v12; v8 to v17 pin the EMA they ran with,
 # every round before v13 pins scaling off, v13 to v17 pin design v12's, and every round pins label smoothing
-# and elastic distortion off): applied before an arm's own overrides, so a rerun or a new seed of an arm repeats the experiment its
-# committed runs recorded
+# and elastic distortion off): applied before an arm's own overrides, so a rerun or a new seed of an arm repeats
+# the experiment its committed runs recorded
 RAN_WITH = {round_: {"scale": 0.0, **pins, "label_smoothing": 0.0, "elastic": 0.0} for round_, pins in {
     "v2": {"batch_size": 128, "bf16": False, "ema": 0.0}, "v3": {"batch_size": 128, "bf16": False, "ema": 0.0},
     "v4": {"bf16": False, "ema": 0.0}, "v5": {"ema": 0.0}, "v6": {"ema": 0.0}, "v7": {"ema": 0.0},
