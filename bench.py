@@ -3,21 +3,22 @@ arithmetic floor.
 
     python bench.py --model Model_3 --epochs 3 --data-dir data
 
-Trains the same model with the same recipe through both pipelines, alternating epoch by epoch (device,
-conventional, ..., device, ...) so that any drift of the machine's load is spread over all variants, and times
-the training epoch and the evaluation separately. On a CPU a third variant, the device pipeline in PyTorch's
-default NCHW layout instead of ``channels_last``, measures what the layout buys; for Model_3 a fourth, design v3's
-Model_3 (dropout in block 1 too, the same parameters) on the device pipeline, what leaving block 1 without dropout
-buys. On a CPU with native bf16 one more variant trains the device pipeline in the other precision (float32 when
-the recipe trains under bf16 autocast, bf16 when it does not; ``utils.training_dtype``), to measure what bf16
-buys. When the recipe distorts its images elastically (``Config.elastic``), one more variant trains the device
-pipeline without the distortion, to measure what drawing and applying the fields costs. A recipe's moving average
-of the weights (``Config.ema``) is not part of the timed epochs: it costs an update of the averaged copy per step
-(about 3.6 % of a run on the development CPU, ``results/validation/v7/``). The report ends with what one full run of the device pipeline takes (the recipe's epochs x the median epoch
-and evaluation). The floor is what the model's arithmetic alone would cost in float32: forward+backward
-multiply-adds per image (3x the forward ones) x 60,000 / the multiply-adds per second this device reaches on a
-large float32 matrix product (there is no bf16 floor). Results go to ``<out>/bench_<device>.json`` (written
-atomically), with whether a CPU has native bf16 (``cpu_native_bf16``), which decides the precision variants.
+Trains the same model with the same recipe through both pipelines, alternating epoch by epoch (device, conventional,
+..., device, ...) so that any drift of the machine's load is spread over all variants, and times the training epoch
+and the evaluation separately. On a CPU a third variant, the device pipeline in PyTorch's default NCHW layout
+instead of ``channels_last``, measures what the layout buys; for Model_3 a fourth, design v3's Model_3 (dropout in
+block 1 too, the same parameters) on the device pipeline, what leaving block 1 without dropout buys. On a CPU with
+native bf16 one more variant trains the device pipeline in the other precision (float32 when the recipe trains under
+bf16 autocast, bf16 when it does not; ``utils.training_dtype``), to measure what bf16 buys. When the recipe distorts
+its images elastically (``Config.elastic``), one more variant trains the device pipeline without the distortion, to
+measure what drawing and applying the fields costs. A recipe's moving average of the weights (``Config.ema``) is not
+part of the timed epochs: it costs an update of the averaged copy per step (about 3.6 % of a run on the development
+CPU, ``results/validation/v7/``). The report ends with what one full run of the device pipeline takes (the recipe's
+epochs x the median epoch and evaluation). The floor is what the model's arithmetic alone would cost in float32:
+forward+backward multiply-adds per image (3x the forward ones) x 60,000 / the multiply-adds per second this device
+reaches on a large float32 matrix product (there is no bf16 floor). Results go to ``<out>/bench_<device>.json``
+(written atomically), with whether a CPU has native bf16 (``cpu_native_bf16``), which decides the precision
+variants.
 """
 from __future__ import annotations
 
