@@ -12,6 +12,7 @@ Two input pipelines with the same semantics (normalisation, rotation range, pixe
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -116,10 +117,13 @@ def gaussian_kernel1d(sigma: float) -> torch.Tensor:
     return pdf / pdf.sum()
 
 
+@functools.lru_cache(maxsize=8)
 def blur_matrix(size: int, sigma: float) -> torch.Tensor:
     """(size, size): row i holds the weights :func:`gaussian_kernel1d` gives each of the ``size`` pixels at output
     pixel i, after reflect padding (a pixel reached twice, once through the reflection, counts twice). Blurring
-    a (.., size) row is then ``row @ matrix.T``: the same sums as padding and convolving, in one small product."""
+    a (.., size) row is then ``row @ matrix.T``: the same sums as padding and convolving, in one small product.
+    Built once per (size, sigma) and cached (a third of a field's cost on a CPU otherwise): treat it as
+    read-only."""
     k = gaussian_kernel1d(sigma)
     half = len(k) // 2
     if half >= size:
