@@ -35,8 +35,6 @@ def test_bench_smoke(name, mnist_root, tmp_path, capsys):
     assert set(record["pipelines"]) == {"device", "conventional", "device, NCHW"} | extra
     assert ("no dropout in block 1 makes" in out) == (name == "Model_3")
     assert ("the elastic distortion makes" in out) == (utils.RECIPES[name].elastic > 0) == (name == "Model_3")
-    if name == "Model_3":  # the same seed and model; only the fields differ
-        assert record["pipelines"][bench.NO_ELASTIC]["test_acc"] != record["pipelines"]["device"]["test_acc"]
     assert ("bf16 autocast makes" in out) == utils.cpu_has_native_bf16()
     assert record["training_precision"] == utils.precision_name(recipe_dtype)
     assert record["cpu_native_bf16"] is utils.cpu_has_native_bf16()

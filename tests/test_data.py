@@ -232,13 +232,19 @@ def test_conventional_transform_scales_with_random_affine():
     assert utils.conventional_transform(7.0, 0.1).transforms[0].scale is None
 
 
-@pytest.mark.parametrize("sigma", [4.0, 2.5, 1.0])
+@pytest.mark.parametrize("sigma", [4.0, 2.5, 1.2, 1.0])  # 1.2: int(8 sigma + 1) = 10 taps, made odd
 def test_elastic_field_is_elastic_transforms_blurred_noise(sigma):
     """The field from given noise is what ``ElasticTransform.get_params`` makes of the same noise: each channel
     Gaussian-blurred (its kernel size, reflect padding) and scaled by alpha / size, x first."""
     noise = torch.rand(3, 2, 28, 20, generator=torch.Generator().manual_seed(0)) * 2 - 1
     size = len(utils.gaussian_kernel1d(sigma))
     assert size == int(8 * sigma + 1) + (int(8 * sigma + 1) % 2 == 0) and size % 2 == 1
+    # torchvision's own draw: its noise is torch.rand(1, 1, H, W) * 2 - 1 for x, then the same for y
+    torch.manual_seed(5)
+    drawn = transforms.ElasticTransform.get_params([24.0, 24.0], [sigma, sigma], [28, 20])
+    torch.manual_seed(5)
+    same_noise = torch.cat([torch.rand(1, 1, 28, 20) * 2 - 1, torch.rand(1, 1, 28, 20) * 2 - 1], 1)
+    assert torch.allclose(utils.elastic_field(same_noise, 24.0, sigma), drawn, atol=1e-6)
     field = utils.elastic_field(noise, 24.0, sigma)
     assert field.shape == (3, 28, 20, 2)
     blurred = TF.gaussian_blur(noise, [size, size], [sigma, sigma])
@@ -321,11 +327,33 @@ def test_conventional_transform_appends_elastic_transform_after_the_affine_step(
     assert not any(isinstance(t, transforms.ElasticTransform) for t in plain)
 
 
-def test_the_conventional_pipeline_distorts_pil_images_end_to_end(mnist_root):
-    train, _ = utils.make_loaders(mnist_root, "conventional", batch_size=100, rotation=7.0, scale=0.2, seed=0,
-                                  download=False, holdout=100, elastic=24.0)
-    images, labels = next(iter(train))
-    assert images.shape == (100, 1, 28, 28) and torch.isfinite(images).all()
+def first_batch(mnist_root, pipeline: str, **augment) -> torch.Tensor:
+    """The first training batch of a loader built with ``augment``, the global RNG (which torchvision's transforms
+    draw from) seeded the same way each time."""
+    train, _ = utils.make_loaders(mnist_root, pipeline, batch_size=100, rotation=7.0, scale=0.2, seed=0,
+                                  download=False, holdout=100, **augment)
+    torch.manual_seed(0)
+    return next(iter(train))[0]
+
+
+@pytest.mark.parametrize("pipeline", ["conventional", "device"])
+def test_both_pipelines_distort_end_to_end_with_the_sigma_asked_for(mnist_root, pipeline):
+    """Through make_loaders: the same seed gives the same batch twice; the distortion changes it, and so does its
+    sigma, so neither setting is lost on the way to the loader."""
+    plain = first_batch(mnist_root, pipeline)
+    assert torch.equal(plain, first_batch(mnist_root, pipeline))
+    distorted = first_batch(mnist_root, pipeline, elastic=24.0)
+    assert distorted.shape == (100, 1, 28, 28) and torch.isfinite(distorted).all()
+    assert not torch.allclose(distorted, plain, atol=1e-3)
+    assert not torch.allclose(distorted, first_batch(mnist_root, pipeline, elastic=24.0, elastic_sigma=2.0),
+                              atol=1e-3)
+
+
+def test_a_recipes_elastic_settings_reach_its_loader(mnist_root):
+    train, _ = utils.loaders(utils.recipe("Model_3", elastic=12.0, elastic_sigma=3.0, holdout=100), mnist_root,
+                             download=False)
+    assert (train.elastic, train.elastic_sigma) == (12.0, 3.0)
+    assert utils.RECIPES["Model_3"].elastic == 24.0 and utils.RECIPES["Model_3"].elastic_sigma == 4.0
 
 
 def test_conventional_transform_uses_black_fill_and_bilinear():
