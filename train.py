@@ -62,8 +62,10 @@ COUNT = number(int, 0, rule="must be >= 0", low_inclusive=True)
 SHIFT = number(float, 0, 0.5, "must be between 0 and 0.5 (a fraction of the image size)", low_inclusive=True)
 SCALE = number(float, 0, 0.5, "must be between 0 and 0.5 (factors from 1 - SCALE to 1 + SCALE)", low_inclusive=True)
 ALPHA = number(float, 0, rule="must be >= 0 (0: no elastic distortion)", low_inclusive=True)
-# the blur's int(8 sigma + 1) taps, reflect-padded, must fit a 28-pixel image (utils.blur_matrix)
-SIGMA = number(float, 0, 6.5, "must be above 0 and at most 6.5 pixels (the blur must fit a 28-pixel image)")
+# the blur's int(8 sigma + 1) taps, reflect-padded, must fit a 28-pixel image: sigma < 6.875 (utils.blur_matrix);
+# 6.5 is a round bound below that
+SIGMA = number(float, 0, 6.5, "must be above 0 and at most 6.5 pixels (a bound that keeps the blur within a "
+                              "28-pixel image)")
 DECAY = number(float, 0, 1, "must be at least 0 and below 1 (0: no moving average)", low_inclusive=True,
                high_inclusive=False)
 SMOOTHING = number(float, 0, 1, "must be at least 0 and below 1 (0: no label smoothing)", low_inclusive=True,
