@@ -2,14 +2,14 @@
 
     OMP_NUM_THREADS=1 python results/design_v7/paired/flips.py --data-dir ../shared/mnist   # writes flips.json
 
-Scores each seed's saved weights (the epoch-15 moving average; ``results/Model_3/`` for design v12, this folder for
-design v7's recipe) on the 10,000 test images and takes, per seed and image, design v12's outcome minus design v7's
-(+1, 0 or -1). From these it reports how many images each seed flips either way, and how far the sample of
-images alone moves a 10-seed paired estimate on a split of 5,000 images: the variance over images of the 10-seed
+Scores each seed's saved weights (the epoch-15 moving average; ``results/design_v12/Model_3/`` for design v12, this
+folder for design v7's recipe) on the 10,000 test images and takes, per seed and image, design v12's outcome minus
+design v7's (+1, 0 or -1). From these it reports how many images each seed flips either way, and how far the sample
+of images alone moves a 10-seed paired estimate on a split of 5,000 images: the variance over images of the 10-seed
 mean difference, less the part the seeds' own noise leaves in it (each image's variance over seeds / 10), over
 5,000, in points. That assumes a split's 5,000 images are drawn the way test images are; a block of consecutive
-training images may group writers, which would make this part larger. A check on the test set made after design
-v12 was frozen and after design v13's plan was committed; it chooses nothing.
+training images may group writers, which would make this part larger. A check on the test set made after design v12
+was frozen and after design v13's plan was committed; it chooses nothing.
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def outcomes(path: Path, loader) -> torch.Tensor:
 def measure(data_dir: str | Path) -> dict:
     """The record ``flips.json`` holds, measured afresh from the saved weights and the test set in ``data_dir``."""
     loader = utils.eval_loader(data_dir, download=False)
-    v12 = torch.stack([outcomes(ROOT / f"results/Model_3/Model_3_seed{s}.pt", loader) for s in SEEDS])
+    v12 = torch.stack([outcomes(ROOT / f"results/design_v12/Model_3/Model_3_seed{s}.pt", loader) for s in SEEDS])
     v7 = torch.stack([outcomes(HERE / f"Model_3_seed{s}.pt", loader) for s in SEEDS])
     delta = v12 - v7  # seeds x images
     mean = delta.mean(0)  # per image, over the ten seeds
