@@ -580,7 +580,8 @@ def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, devi
 
     ``dtype=torch.bfloat16`` runs the forward pass (and so its backward) under bf16 autocast; the weights and
     their updates stay float32, and the loss is taken in float32. Loss and correct counts are summed on the
-    device; the only synchronisations are the progress bar's occasional refresh and the end of the epoch.
+    device; the only synchronisations are the progress bar's occasional refresh and the end of the epoch (and,
+    with a loader's elastic distortion on a GPU, each batch's copy of its noise).
     """
     device = torch.device(device)
     # float32 runs no autocast context at all: the code path of every run before bf16 existed, on any device
