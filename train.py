@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(recipe)")
     p.add_argument("--elastic", type=ALPHA, metavar="ALPHA",
                    help="elastic distortion after the rotation and scaling, as ElasticTransform(alpha=ALPHA) draws "
-                        "it, e.g. 24; 0: off (recipe: off)")
+                        "it, e.g. 24; 0: off (recipe: Model_3 24, design v17; otherwise off)")
     p.add_argument("--elastic-sigma", type=SIGMA, metavar="SIGMA",
                    help="the Gaussian, in pixels, that smooths the elastic field (recipe: 4)")
     p.add_argument("--bf16", action=argparse.BooleanOptionalAction,
