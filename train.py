@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-smoothing", type=SMOOTHING, metavar="EPS",
                    help="train on targets that move EPS of the label's weight evenly onto all classes, e.g. 0.1; "
                         "evaluation is unchanged (recipe: off)")
+    p.add_argument("--clean-epochs", type=COUNT, metavar="N",
+                   help="the last N epochs train on the images as they are, without rotation, shifts, scaling or "
+                        "elastic distortion; 0: off (recipe: off)")
     p.add_argument("--seed", type=COUNT, help="one seed (same as --seeds N)")
     p.add_argument("--seeds", type=COUNT, nargs="+", help="several seeds, run one after another")
     p.add_argument("--pipeline", choices=("device", "conventional"), default="device",
@@ -242,11 +245,16 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                        rotation=args.rotation, translation=args.translation, scale=args.scale,
                                        elastic=args.elastic, elastic_sigma=args.elastic_sigma, bf16=args.bf16,
-                                       ema=args.ema, label_smoothing=args.label_smoothing).items()
+                                       ema=args.ema, label_smoothing=args.label_smoothing,
+                                       clean_epochs=args.clean_epochs).items()
                  if v is not None}
     overrides |= {"pipeline": args.pipeline, "holdout": args.holdout, "holdout_block": args.holdout_block}
     if args.holdout_block != -1 and not args.holdout:
         parser.error("--holdout-block needs --holdout N (the size of the blocks)")
+    recipe = utils.recipe(args.model, **overrides)
+    if recipe.clean_epochs > recipe.epochs:
+        parser.error(f"--clean-epochs {recipe.clean_epochs} is more than the run's {recipe.epochs} epochs; "
+                     f"give at most {recipe.epochs}")
     device = usable_device(parser, args.device)
     n = require_data(parser, args.data_dir, not args.no_download)
     if args.holdout:

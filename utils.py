@@ -177,6 +177,38 @@ def conventional_transform(rotation: float = 0.0, translation: float = 0.0, scal
     return transforms.Compose(steps)
 
 
+class TrainTransform:
+    """The conventional pipeline's training transform: ``augmented``, or, with ``augment = False`` (a clean epoch,
+    :func:`set_augmentation`), ``plain``. It draws nothing itself."""
+
+    def __init__(self, augmented: Callable, plain: Callable) -> None:
+        self.augmented, self.plain, self.augment = augmented, plain, True
+
+    def __call__(self, image):
+        return (self.augmented if self.augment else self.plain)(image)
+
+    def __repr__(self) -> str:
+        return f"TrainTransform(augment={self.augment}, augmented={self.augmented!r})"
+
+
+def set_augmentation(loader, on: bool) -> None:
+    """Switch a training loader of either pipeline (:func:`make_loaders`) between its augmentation (``on``) and
+    the images as they are (``Config.clean_epochs``). A conventional loader's workers must not be persistent (they
+    would keep the transform they started with): :func:`make_loaders` builds it so when ``clean_epochs > 0``."""
+    if isinstance(loader, DeviceLoader):
+        loader.augment = on
+        return
+    dataset = loader.dataset.dataset if isinstance(loader.dataset, Subset) else loader.dataset
+    transform = getattr(dataset, "transform", None)
+    if not isinstance(transform, TrainTransform):
+        raise TypeError("set_augmentation needs a training loader from make_loaders (its dataset's transform is "
+                        f"a TrainTransform), got a transform of type {type(transform).__name__}")
+    if loader.persistent_workers:
+        raise ValueError("set_augmentation: this DataLoader's workers are persistent and would keep their transform; "
+                         "build it with make_loaders(..., clean_epochs=N)")
+    transform.augment = on
+
+
 class DeviceLoader:
     """A drop-in replacement for ``DataLoader`` over a split held on the device.
 
@@ -187,7 +219,9 @@ class DeviceLoader:
     per axis, drawn as ``RandomAffine(translate=(t, t))`` draws them: ``round(uniform(-t * size, t * size))``;
     with ``scale > 0`` it is also scaled about its centre by its own factor in ``[1 - scale, 1 + scale]``;
     with ``elastic > 0`` it is then distorted by its own displacement field, as ``ElasticTransform(alpha=elastic,
-    sigma=elastic_sigma)`` draws one (:func:`elastic_field`), in the same resampling.
+    sigma=elastic_sigma)`` draws one (:func:`elastic_field`), in the same resampling. Setting ``augment = False``
+    (a clean epoch, ``Config.clean_epochs``; :func:`set_augmentation`) yields the images as they are: the epoch
+    then draws its permutation and nothing else.
     The permutation, the angles, the shifts and the factors are drawn once per epoch on the CPU
     from a seeded generator and copied in one go, so runs are reproducible on any device and no batch
     triggers a host-to-device copy; the elastic noise, (batch, 2, H, W) numbers, is drawn batch by batch from the
@@ -207,6 +241,7 @@ class DeviceLoader:
         self.labels = labels.to(self.device)
         self.batch_size, self.shuffle, self.rotation, self.translation = batch_size, shuffle, rotation, translation
         self.scale, self.elastic, self.elastic_sigma = scale, elastic, elastic_sigma
+        self.augment = True
         self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
@@ -221,13 +256,14 @@ class DeviceLoader:
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator).to(self.device) if self.shuffle else None
         angles = shifts = scales = None
-        if self.rotation > 0 or self.translation > 0 or self.scale > 0 or self.elastic > 0:
+        augment = self.augment and (self.rotation > 0 or self.translation > 0 or self.scale > 0 or self.elastic > 0)
+        if augment:
             angles = (torch.rand(n, generator=self.generator) * 2 - 1).mul_(self.rotation).to(self.device)
-        if self.translation > 0:
+        if augment and self.translation > 0:
             size = torch.tensor(self.images.shape[-1:-3:-1], dtype=torch.float32)  # (W, H): dx, dy
             shifts = ((torch.rand(n, 2, generator=self.generator) * 2 - 1) * (self.translation * size)).round()
             shifts = shifts.to(self.device)
-        if self.scale > 0:  # drawn after the angles and shifts, so runs without scaling draw what they always did
+        if augment and self.scale > 0:  # drawn after the angles and shifts, so runs without scaling draw what they always did
             scales = (1 + (torch.rand(n, generator=self.generator) * 2 - 1) * self.scale).to(self.device)
         for start in range(0, n, self.batch_size):
             idx = slice(start, start + self.batch_size)
@@ -264,7 +300,7 @@ def make_loaders(data_dir: str | Path = "data", pipeline: str = "device", batch_
                  download: bool = True, subset: int | None = None, eval_batch_size: int = 1000,
                  holdout: int = 0, num_workers: int | None = None,
                  translation: float = 0.0, scale: float = 0.0, holdout_block: int = -1,
-                 elastic: float = 0.0, elastic_sigma: float = 4.0) -> tuple[object, object]:
+                 elastic: float = 0.0, elastic_sigma: float = 4.0, clean_epochs: int = 0) -> tuple[object, object]:
     """Train and evaluation loaders for either pipeline; both yield ``(images, labels)`` batches.
 
     The evaluation loader is the test split, or, with ``holdout > 0``, ``holdout`` training images, which are
@@ -273,7 +309,8 @@ def make_loaders(data_dir: str | Path = "data", pipeline: str = "device", batch_
     (the training images cut into consecutive blocks of ``holdout``, counted from 0; :func:`held_out_images`).
     ``subset`` keeps the first N images of each split (smoke runs). ``num_workers`` (conventional only)
     defaults to 2 on CUDA, the cores a free Colab gives, and 0 on the CPU, where workers would take cores
-    from the model's arithmetic.
+    from the model's arithmetic; with ``clean_epochs > 0`` they are not persistent, so that a transform switched by
+    :func:`set_augmentation` reaches them at the next epoch.
     """
     device = torch.device(device)
     if pipeline not in ("device", "conventional"):
@@ -298,13 +335,15 @@ def make_loaders(data_dir: str | Path = "data", pipeline: str = "device", batch_
 
     if num_workers is None:
         num_workers = 2 if device.type == "cuda" else 0
-    train_set.transform = conventional_transform(rotation, translation, scale, elastic, elastic_sigma)
+    train_set.transform = TrainTransform(conventional_transform(rotation, translation, scale, elastic, elastic_sigma),
+                                         conventional_transform(0.0))
     if test_set is None:  # the held-out images come without augmentation: a second view of the training files
         eval_set = Subset(load_mnist(data_dir, True, download, conventional_transform(0.0)), held_range)
     else:
         test_set.transform = conventional_transform(0.0)
         eval_set = Subset(test_set, range(n_test))
-    common = dict(num_workers=num_workers, pin_memory=device.type == "cuda", persistent_workers=num_workers > 0)
+    common = dict(num_workers=num_workers, pin_memory=device.type == "cuda",
+                  persistent_workers=num_workers > 0 and not clean_epochs)
     # each worker's torch RNG (which RandomRotation draws from) is seeded from this generator
     train = DataLoader(Subset(train_set, fit_index.tolist()), batch_size, shuffle=True,
                        generator=torch.Generator().manual_seed(seed), **common)
@@ -355,6 +394,7 @@ class Config:
     bf16: bool = False         # train under bfloat16 autocast on a CPU with native bf16 (see training_dtype)
     ema: float = 0.0           # > 0: evaluate and keep an exponential moving average of the weights (see fit)
     label_smoothing: float = 0.0  # > 0: train on targets smoothed by this much (train_epoch); evaluation: plain NLL
+    clean_epochs: int = 0      # > 0: the last N epochs train without augmentation (no rotation, shift, scaling, elastic)
 
     def __str__(self) -> str:
         return "config: " + " ".join(f"{k}={v}" for k, v in asdict(self).items())
@@ -384,7 +424,8 @@ def loaders(cfg: Config, data_dir: str | Path = "data", device: torch.device | s
     """:func:`make_loaders` with the pipeline, batch size, augmentation, seed and holdout of ``cfg``."""
     return make_loaders(data_dir, cfg.pipeline, cfg.batch_size, cfg.rotation, cfg.seed, device, download, subset,
                         holdout=cfg.holdout, translation=cfg.translation, scale=cfg.scale,
-                        holdout_block=cfg.holdout_block, elastic=cfg.elastic, elastic_sigma=cfg.elastic_sigma)
+                        holdout_block=cfg.holdout_block, elastic=cfg.elastic, elastic_sigma=cfg.elastic_sigma,
+                        clean_epochs=cfg.clean_epochs)
 
 
 class OneCycleThenHold(torch.optim.lr_scheduler.OneCycleLR):
@@ -640,7 +681,7 @@ def evaluate(model: nn.Module, loader, device: torch.device) -> tuple[float, flo
 def fit(model: nn.Module, train_loader, test_loader, optimizer: torch.optim.Optimizer, epochs: int,
         device: torch.device, scheduler=None, per_batch: bool | None = None,
         log: Callable[[str], None] | None = _print, dtype: torch.dtype = torch.float32,
-        ema_decay: float = 0.0, label_smoothing: float = 0.0) -> History:
+        ema_decay: float = 0.0, label_smoothing: float = 0.0, clean_epochs: int = 0) -> History:
     """Train for ``epochs``, evaluating after each; prints one fixed-format line per epoch.
 
     ``per_batch`` says whether ``scheduler`` steps after each batch (OneCycleLR, CyclicLR: the default for
@@ -650,7 +691,11 @@ def fit(model: nn.Module, train_loader, test_loader, optimizer: torch.optim.Opti
     (``torch.optim.swa_utils``; ``ema = decay * ema + (1 - decay) * weights`` after every optimiser step) is what
     each epoch evaluates, and ``model`` ends holding it, so the weights a run saves are the ones it scored.
     ``label_smoothing``: the training loss's (:func:`train_epoch`); evaluation scores plain ``nll_loss``.
+    ``clean_epochs = N > 0``: the last N epochs train on the images as they are (:func:`set_augmentation`); the
+    loader's augmentation is switched back on when ``fit`` returns.
     """
+    if not 0 <= clean_epochs <= epochs:
+        raise ValueError(f"clean_epochs must be in [0, epochs = {epochs}], got {clean_epochs}")
     ema = None
     if ema_decay > 0:
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
@@ -658,20 +703,26 @@ def fit(model: nn.Module, train_loader, test_loader, optimizer: torch.optim.Opti
     if per_batch is None:
         per_batch = isinstance(scheduler, (torch.optim.lr_scheduler.OneCycleLR, torch.optim.lr_scheduler.CyclicLR))
     history = History()
-    for epoch in range(1, epochs + 1):
-        lr = optimizer.param_groups[0]["lr"]
-        start = time.perf_counter()
-        train_loss, train_acc = train_epoch(model, train_loader, optimizer, device,
-                                            scheduler if per_batch else None, epoch, dtype, ema, label_smoothing)
-        test_loss, test_acc = evaluate(scored, test_loader, device)
-        if scheduler is not None and not per_batch:
-            scheduler.step()
-        for name, value in zip(("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"),
-                               (epoch, train_loss, train_acc, test_loss, test_acc, lr,
-                                time.perf_counter() - start)):
-            getattr(history, name).append(value)
-        if log:
-            log(history.line(-1, epochs))
+    try:
+        for epoch in range(1, epochs + 1):
+            if clean_epochs and epoch == epochs - clean_epochs + 1:
+                set_augmentation(train_loader, False)
+            lr = optimizer.param_groups[0]["lr"]
+            start = time.perf_counter()
+            train_loss, train_acc = train_epoch(model, train_loader, optimizer, device,
+                                                scheduler if per_batch else None, epoch, dtype, ema, label_smoothing)
+            test_loss, test_acc = evaluate(scored, test_loader, device)
+            if scheduler is not None and not per_batch:
+                scheduler.step()
+            for name, value in zip(("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"),
+                                   (epoch, train_loss, train_acc, test_loss, test_acc, lr,
+                                    time.perf_counter() - start)):
+                getattr(history, name).append(value)
+            if log:
+                log(history.line(-1, epochs))
+    finally:
+        if clean_epochs:
+            set_augmentation(train_loader, True)
     if ema is not None:  # the averaged weights and statistics; counters (BatchNorm's batch count) are not averages
         trained = model.state_dict()
         model.load_state_dict({k: v if v.is_floating_point() else trained[k]
@@ -701,10 +752,14 @@ def train_model(model: nn.Module, cfg: Config, data_dir: str | Path = "data", de
             if share > 0.05:
                 log(f"note: after this run's {steps:,} steps the moving average still holds {share:.0%} of the "
                     f"initial weights; score a run this short without it (ema=0, --ema 0)")
+        if cfg.clean_epochs:
+            first = cfg.epochs - cfg.clean_epochs + 1
+            log(f"epoch{'s' if first < cfg.epochs else ''} {first}{f'-{cfg.epochs}' if first < cfg.epochs else ''} "
+                f"train on the images as they are: no augmentation (clean_epochs={cfg.clean_epochs})")
         if cfg.holdout:
             log(f"'test' below is the validation split ({evaluated_on(cfg)}), not the test set")
     return fit(model, train_loader, test_loader, optimizer, cfg.epochs, device, scheduler, log=log, dtype=dtype,
-               ema_decay=cfg.ema, label_smoothing=cfg.label_smoothing)
+               ema_decay=cfg.ema, label_smoothing=cfg.label_smoothing, clean_epochs=cfg.clean_epochs)
 
 
 def evaluated_on(cfg: Config) -> str:

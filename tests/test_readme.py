@@ -470,7 +470,21 @@ def test_design_v17s_arms_add_elastic_distortion_only():
         for alpha in (24.0, 48.0):
             assert vars(run.config(f"v17_elastic{alpha:.0f}", seed)) == {**reference, "elastic": alpha,
                                                                           "elastic_sigma": 4.0}
-    assert all(run.config(arm, 1).elastic == 0.0 for arm in run.ARMS if run.ROUNDS[arm] != "v17")
+    assert all(run.config(arm, 1).elastic == 0.0 for arm in run.ARMS if run.ROUNDS[arm] not in ("v17", "v18"))
+
+
+def test_design_v18s_arms_add_clean_epochs_only():
+    """v18's candidates differ from v17's alpha-24 runs (design v17's recipe, seeds 39-46, blocks 3-10) in the
+    number of clean last epochs only, at the plan's two lengths; every earlier round pins it off."""
+    run = validation_driver()
+    for seed in range(39, 47):
+        reference = vars(run.config("v17_elastic24", seed))
+        assert reference["clean_epochs"] == 0 and reference["elastic"] == 24.0
+        assert reference == {**vars(utils.recipe("Model_3")), "seed": seed, "holdout": 5000,
+                             "holdout_block": seed % 12}
+        for n in (3, 5):
+            assert vars(run.config(f"v18_clean{n}", seed)) == {**reference, "clean_epochs": n}
+    assert all(run.config(arm, 1).clean_epochs == 0 for arm in run.ARMS if run.ROUNDS[arm] != "v18")
 
 
 def test_design_v15s_and_v16s_arms_differ_in_block_2_only():

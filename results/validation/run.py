@@ -1,4 +1,4 @@
-"""The validation runs of designs v2 to v17: one arm (layers + recipe) and one seed per call.
+"""The validation runs of designs v2 to v18: one arm (layers + recipe) and one seed per call.
 
     OMP_NUM_THREADS=1 python results/validation/run.py ARM SEED --data-dir ../shared/mnist
     python results/validation/run.py --table v3      # a round's finished arms: per-seed means, mean +- std, loss
@@ -11,7 +11,7 @@ v2 to v12; from v13 on, block ``seed % 12`` of the twelve blocks of 5,000 (``hol
 round holds out other images and the spread of paired differences includes which images were held out. The test
 set is never loaded. Each arm is a model from ``model.py`` (or ``StagedNet`` with the layers a candidate
 needs) and a recipe from ``utils.RECIPES`` with the overrides named below. Writes ``<ROUND>/<ARM>/seed<SEED>.json``
-beside this file (``v2/`` to ``v17/``, the design the arm belongs to); a seed whose JSON exists is not run
+beside this file (``v2/`` to ``v18/``, the design the arm belongs to); a seed whose JSON exists is not run
 again.
 """
 from __future__ import annotations
@@ -159,23 +159,33 @@ ARMS = {
                       design_v4_model, "Model_3", {"elastic": 24.0, "elastic_sigma": 4.0}),
     "v17_elastic48": ("+ elastic distortion, ElasticTransform(alpha=48, sigma=4) after the rotation and scaling",
                       design_v4_model, "Model_3", {"elastic": 48.0, "elastic_sigma": 4.0}),
+    # design v18, step 3 (results/validation/v18/PLAN.md): the last epochs without augmentation, at two lengths, on
+    # v13's seeds 39-46 against v17_elastic24's runs (design v17's Model_3 and recipe)
+    "v18_clean3": ("+ the last 3 epochs (13-15, the hold) train on the images as they are: no rotation, scaling or "
+                   "elastic distortion", design_v4_model, "Model_3", {"clean_epochs": 3}),
+    "v18_clean5": ("+ the last 5 epochs (11-15) train on the images as they are: no rotation, scaling or elastic "
+                   "distortion", design_v4_model, "Model_3", {"clean_epochs": 5}),
 }
-DESIGNS = ("v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11", "v12", "v13", "v14", "v15", "v16", "v17")
+DESIGNS = ("v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11", "v12", "v13", "v14", "v15", "v16", "v17",
+           "v18")
 ROUNDS = {arm: arm.split("_")[0] if arm.split("_")[0] in DESIGNS else "v2" for arm in ARMS}
 # what the recipes were when each round ran, where a later design changed them (Model_3's batch 128 -> 64 in v3,
-# bf16 training on the CPU in v5, the EMA in v7, random scaling in v12; v8 to v17 pin the EMA they ran with,
-# every round before v13 pins scaling off, v13 to v17 pin design v12's, and every round pins label smoothing
-# and elastic distortion off): applied before an arm's own overrides, so a rerun or a new seed of an arm repeats
-# the experiment its committed runs recorded
-RAN_WITH = {round_: {"scale": 0.0, **pins, "label_smoothing": 0.0, "elastic": 0.0} for round_, pins in {
+# bf16 training on the CPU in v5, the EMA in v7, random scaling in v12, elastic distortion in v17; v8 to v18 pin
+# the EMA they ran with, every round before v13 pins scaling off, v13 to v18 pin design v12's, every round before
+# v18 pins elastic distortion off and v18 pins design v17's, and every round pins label smoothing and clean epochs
+# off): applied before an arm's own overrides, so a rerun or a new seed of an arm repeats the experiment its
+# committed runs recorded
+RAN_WITH = {round_: {"scale": 0.0, "label_smoothing": 0.0, "elastic": 0.0, "clean_epochs": 0, **pins}
+            for round_, pins in {
     "v2": {"batch_size": 128, "bf16": False, "ema": 0.0}, "v3": {"batch_size": 128, "bf16": False, "ema": 0.0},
     "v4": {"bf16": False, "ema": 0.0}, "v5": {"ema": 0.0}, "v6": {"ema": 0.0}, "v7": {"ema": 0.0},
     "v8": {"ema": 0.999}, "v9": {"ema": 0.999}, "v10": {"ema": 0.999}, "v11": {"ema": 0.999},
     "v12": {"ema": 0.999}, "v13": {"ema": 0.999, "scale": 0.2}, "v14": {"ema": 0.999, "scale": 0.2},
     "v15": {"ema": 0.999, "scale": 0.2}, "v16": {"ema": 0.999, "scale": 0.2},
-    "v17": {"ema": 0.999, "scale": 0.2}}.items()}
+    "v17": {"ema": 0.999, "scale": 0.2},
+    "v18": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0}}.items()}
 # rounds whose held-out block rotates with the seed: block seed % 12 of the twelve blocks of 5,000 images
-ROTATING_BLOCKS = {"v13", "v14", "v15", "v16", "v17"}
+ROTATING_BLOCKS = {"v13", "v14", "v15", "v16", "v17", "v18"}
 
 
 def config(arm: str, seed: int) -> utils.Config:
