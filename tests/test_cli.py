@@ -38,6 +38,9 @@ def run_cli(args: list[str], cwd) -> subprocess.CompletedProcess:
     (["--ema", "1"], "below 1"),
     (["--ema", "-0.5"], "below 1"),
     (["--label-smoothing", "1"], "below 1 (0: no label smoothing)"),
+    (["--clean-epochs", "-1"], "must be >= 0"),
+    (["--clean-epochs", "16"], "--clean-epochs 16 is more than the run's 15 epochs"),
+    (["--clean-epochs", "3", "--epochs", "2"], "give at most 2"),
     (["--holdout-block", "2"], "--holdout-block needs --holdout N"),
     (["--seeds", "1", "-2"], "must be >= 0"),
     (["--seed", "1", "--seeds", "2"], "not both"),
@@ -241,3 +244,5 @@ def test_recipe_overrides_reach_the_run_record(mnist_root, tmp_path, capsys):
     record = json.loads((tmp_path / "ls" / "Model_3_seed1.json").read_text())
     assert record["config"]["label_smoothing"] == 0.1 and record["config"]["holdout_block"] == 2
     assert record["evaluated_on"] == "training images 200-299"
+    assert train.main([*args[:-len(SMOKE)], "--out", str(tmp_path / "clean"), "--clean-epochs", "1", *SMOKE]) == 0
+    assert json.loads((tmp_path / "clean" / "Model_3_seed1.json").read_text())["config"]["clean_epochs"] == 1

@@ -423,3 +423,54 @@ def test_real_mnist_loads(real_mnist):
     test = utils.load_mnist(real_mnist, train=False, download=False)
     assert train.data.shape == (60000, 28, 28) and test.data.shape == (10000, 28, 28)
     assert np.bincount(train.targets.numpy()).min() > 5000
+
+
+# --- clean epochs (Config.clean_epochs): the last epochs train on the images as they are ----------------------
+
+@pytest.mark.parametrize("pipeline", ["device", "conventional"])
+def test_a_clean_epoch_yields_the_images_as_they_are_and_augmentation_comes_back(mnist_root, pipeline):
+    """Switched off, either pipeline's training loader yields each training image exactly as the evaluation
+    loader's normalisation gives it (every image once); switched back on, it augments again."""
+    train, _ = utils.make_loaders(mnist_root, pipeline, batch_size=100, rotation=7.0, scale=0.2, elastic=24.0,
+                                  seed=0, download=False, holdout=100, num_workers=0, clean_epochs=1)
+    reference = utils.eval_loader(mnist_root, download=False, train=True, subset=500).images
+    utils.set_augmentation(train, False)
+    clean = torch.cat([x for x, _ in train])
+    assert clean.shape == (500, 1, 28, 28)
+    rows = {tuple(img.flatten().tolist()) for img in reference}
+    assert all(tuple(img.flatten().tolist()) in rows for img in clean)  # some order of the very same images
+    assert torch.allclose(clean.sum(0), reference.sum(0), atol=1e-3)
+    utils.set_augmentation(train, True)
+    torch.manual_seed(0)
+    augmented = torch.cat([x for x, _ in train])
+    assert not any(tuple(img.flatten().tolist()) in rows for img in augmented[:20])
+
+
+def test_a_clean_device_epoch_draws_its_permutation_and_nothing_else():
+    """The generator moves by one permutation in a clean epoch, so the epochs before the first clean one draw
+    exactly what a run without clean epochs draws, and a clean epoch yields the permuted images untouched."""
+    images, labels = torch.randint(0, 256, (130, 28, 28), dtype=torch.uint8), torch.arange(130) % 10
+    kwargs = dict(batch_size=64, rotation=7.0, scale=0.2, elastic=24.0, seed=5)
+    switched, plain = utils.DeviceLoader(images, labels, **kwargs), utils.DeviceLoader(images, labels, **kwargs)
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(switched, plain))  # an augmented epoch: the same draws
+    state = switched.generator.get_state().clone()
+    switched.augment = False
+    x, y = map(torch.cat, zip(*switched))
+    expected = torch.Generator().set_state(state)
+    order = torch.randperm(130, generator=expected)
+    assert torch.equal(x, utils.normalize(images)[order]) and torch.equal(y, labels[order])
+    assert torch.equal(switched.generator.get_state(), expected.get_state())  # moved by one permutation only
+
+
+def test_set_augmentation_refuses_persistent_workers_and_foreign_loaders(mnist_root):
+    persistent, _ = utils.make_loaders(mnist_root, "conventional", batch_size=100, rotation=7.0, download=False,
+                                       num_workers=1)
+    assert persistent.persistent_workers
+    with pytest.raises(ValueError, match="persistent"):
+        utils.set_augmentation(persistent, False)
+    switchable, _ = utils.make_loaders(mnist_root, "conventional", batch_size=100, rotation=7.0, download=False,
+                                       num_workers=1, clean_epochs=3)
+    assert not switchable.persistent_workers
+    foreign = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(4, 1, 28, 28)), batch_size=2)
+    with pytest.raises(TypeError, match="make_loaders"):
+        utils.set_augmentation(foreign, False)

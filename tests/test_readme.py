@@ -131,11 +131,11 @@ def test_each_design_named_seeds_no_earlier_design_had():
              "results/validation/v8/PLAN.md", "results/validation/v9/PLAN.md", "results/validation/v10/PLAN.md",
              "results/validation/v11/PLAN.md", "results/design_v12/PLAN.md", "results/validation/v13/PLAN.md",
              "results/validation/v14/PLAN.md", "results/validation/v15/PLAN.md", "results/validation/v16/PLAN.md",
-             "results/PLAN.md"]
+             "results/PLAN.md", "results/validation/v18/PLAN.md"]
     seeds = [set(planned_fresh_seeds(plan)) for plan in plans]
     seeds.append(set(range(4011, 4021)))  # design v6's plan names them for design v5's model (v6 adopted nothing)
     seeds.append(set(range(9601, 9641)))  # the GPU check's seeds for design v12's model (results/gpu/README.md)
-    assert all(len(s) == 10 for s in seeds[:-1]) and len(set.union(*seeds)) == 210
+    assert all(len(s) == 10 for s in seeds[:-1]) and len(set.union(*seeds)) == 220
 
 
 # seeds a plan named for the model of the design before it, should the plan adopt nothing (it adopted nothing):
@@ -440,7 +440,7 @@ def test_every_validation_arm_rebuilds_the_config_its_committed_runs_recorded():
             built = vars(run.config(arm, record["seed"]))
             assert {**{k: CONFIG_DEFAULTS[k] for k in built}, **record["config"]} == built, path
             checked += 1
-    assert checked >= 262
+    assert checked >= 278
 
 
 def test_design_v13s_and_v14s_arms_hold_out_the_seeds_block_and_each_changes_one_thing():
@@ -534,9 +534,10 @@ def test_design_v12s_validation_table_is_what_its_runs_give():
     ("v15", ("v15_reference", "v15_four_convs"), str, range(47, 55)),
     ("v16", ("v13_reference", "v16_four_convs"), str, range(39, 47)),
     ("v17", ("v13_reference", "v17_elastic24", "v17_elastic48"), str, range(39, 47)),
+    ("v18", ("v17_elastic24", "v18_clean3", "v18_clean5"), str, range(39, 47)),
 ])
 def test_rotating_block_rounds_tables_are_what_their_runs_give(round_, arms, block_cell, seeds):
-    """results/validation/v13/ to v17/ READMEs, seed by seed: the held-out block, the arms' epochs 11-15 and the
+    """results/validation/v13/ to v18/ READMEs, seed by seed: the held-out block, the arms' epochs 11-15 and the
     paired deltas run.py prints (v14's reference is v13's runs); every run evaluated on its seed's block."""
     run = validation_driver()
     text = (ROOT / "results" / "validation" / round_ / "README.md").read_text()

@@ -286,3 +286,44 @@ def test_a_run_too_short_for_its_moving_average_says_so(mnist_root):
     utils.train_model(model.Model_1(), utils.Config(epochs=1, batch_size=50, lr=0.05), mnist_root, CPU,
                       download=False, log=lines.append)
     assert not [line for line in lines if line.startswith("note:")]
+
+
+class RecordingLoader(utils.DeviceLoader):
+    """A device loader that notes, at the start of each epoch, whether it augments."""
+
+    def __iter__(self):
+        self.seen.append(self.augment)
+        return super().__iter__()
+
+
+@pytest.mark.parametrize("clean", [0, 1, 3])
+def test_fit_trains_the_last_clean_epochs_without_augmentation_and_switches_it_back(mnist_root, clean):
+    data = utils.load_mnist(mnist_root, download=False)
+    train = RecordingLoader(data.data[:64], data.targets[:64], 32, rotation=7.0, seed=1)
+    train.seen = []
+    test = utils.DeviceLoader(data.data[:32], data.targets[:32], 32, shuffle=False)
+    net = tiny_net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    utils.fit(net, train, test, opt, 3, CPU, log=None, clean_epochs=clean)
+    assert train.seen == [True] * (3 - clean) + [False] * clean
+    assert train.augment  # on again after the run
+
+
+def test_clean_epochs_beyond_the_run_are_refused(mnist_root):
+    data = utils.load_mnist(mnist_root, download=False)
+    loader = utils.DeviceLoader(data.data[:32], data.targets[:32], 32)
+    with pytest.raises(ValueError, match="clean_epochs must be in"):
+        utils.fit(tiny_net(), loader, loader, torch.optim.SGD(tiny_net().parameters(), lr=0.01), 2, CPU,
+                  log=None, clean_epochs=3)
+
+
+def test_a_run_with_clean_epochs_repeats_the_plain_run_until_the_first_clean_epoch(mnist_root, capsys):
+    """Same seed: epochs before the first clean one are the plain run's, bit for bit (nothing else is drawn);
+    the clean ones differ; the run's log names the clean epochs."""
+    runs = {}
+    for clean in (0, 1):
+        cfg = utils.Config(epochs=3, batch_size=50, lr=0.05, rotation=10.0, scale=0.2, seed=4, clean_epochs=clean)
+        runs[clean] = utils.train_model(tiny_net(), cfg, mnist_root, CPU, download=False)
+    assert runs[0].train_loss[:2] == runs[1].train_loss[:2] and runs[0].test_loss[:2] == runs[1].test_loss[:2]
+    assert runs[0].train_loss[2] != runs[1].train_loss[2]
+    assert "epoch 3 train on the images as they are: no augmentation (clean_epochs=1)" in capsys.readouterr().out
