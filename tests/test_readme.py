@@ -211,6 +211,41 @@ def test_float32_check_is_design_v12s_recipe_in_float32_on_its_fresh_seeds_and_r
     float32_check_is_reported(fresh, f32, "design_v12/Model_3/float32")
 
 
+def test_float32_check_is_design_v17s_recipe_in_float32_on_its_fresh_seeds_and_reported():
+    """results/Model_3/float32/: design v17's fresh seeds again, trained in float32 as a GPU trains the recipe; the
+    headline and the count of this model's test runs (fresh seeds, float32 check, notebook run) say what they
+    give."""
+    fresh, f32 = runs(3), records_in("Model_3/float32")
+    assert sorted(f32) == sorted(fresh) and len(f32) == 10
+    for seed, record in f32.items():
+        assert {**CONFIG_DEFAULTS, **record["config"]} == {**CONFIG_DEFAULTS, **fresh[seed]["config"], "bf16": False}
+        assert record["training_precision"] == "float32" and fresh[seed]["training_precision"] == "bfloat16 autocast"
+    readme = float32_check_is_reported(fresh, f32, "Model_3/float32")
+    notebook = json.loads((ROOT / "results" / "step3_notebook.json").read_text())
+    counted = [*fresh.values(), *f32.values(), notebook]
+    count = f"{passing(dict(enumerate(counted)))} of {len(counted)}"
+    assert f"(design v17's fresh seeds, its float32 check and its notebook run) {count} hold the target" in readme
+    headline = " ".join(README.split("## Contents")[0].split())
+    assert f"design v17 held the bar on **{passing(f32)} of 10** at {mean_std(f32)}" in headline
+    assert f"float32 minus bf16, seed by seed, {paired_delta(f32, fresh)})" in headline
+
+
+def test_speed_table_quotes_design_v17s_run_times():
+    """Speed's wall-time rows for design v17: its fresh runs, its float32 check and step 3's notebook run, in
+    minutes (and seconds) from their JSON files."""
+    text = section_text("## Speed")
+    def minutes(records) -> str:
+        seconds = [r["wall_seconds"] for r in records]
+        return f"{min(seconds) / 60:.1f}–{max(seconds) / 60:.1f} min"
+    fresh, f32 = runs(3).values(), records_in("Model_3/float32").values()
+    notebook = json.loads((ROOT / "results" / "step3_notebook.json").read_text())["wall_seconds"]
+    seconds = [r["wall_seconds"] for r in fresh]
+    assert f"fresh seeds 9801–9810** | **{minutes(fresh)}** ({min(seconds):.0f}–{max(seconds):.0f} s) |" in text
+    assert f"float32 on its seeds 9801–9810 (run after design v18's validation, a check) | {minutes(f32)} |" in text
+    assert f"| {notebook / 60:.1f} min ({notebook:.0f} s) |" in text
+    assert f"its notebook run took {notebook:.0f} s alone on the CPU" in " ".join(text.split())
+
+
 def test_the_headline_states_the_fresh_seed_outcome():
     records = runs(3)
     head = " ".join(README.split("## Contents", 1)[0].split())
