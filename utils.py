@@ -310,7 +310,10 @@ def make_loaders(data_dir: str | Path = "data", pipeline: str = "device", batch_
     ``subset`` keeps the first N images of each split (smoke runs). ``num_workers`` (conventional only)
     defaults to 2 on CUDA, the cores a free Colab gives, and 0 on the CPU, where workers would take cores
     from the model's arithmetic; with ``clean_epochs > 0`` they are not persistent, so that a transform switched by
-    :func:`set_augmentation` reaches them at the next epoch.
+    :func:`set_augmentation` reaches them at the next epoch. Workers that are not persistent are seeded anew from
+    the loader's generator every epoch, so with workers a conventional run with clean epochs draws other
+    augmentations than the same run without them from its second epoch on (the device pipeline, and the
+    conventional one without workers, draw the same until the first clean epoch).
     """
     device = torch.device(device)
     if pipeline not in ("device", "conventional"):
@@ -692,10 +695,13 @@ def fit(model: nn.Module, train_loader, test_loader, optimizer: torch.optim.Opti
     each epoch evaluates, and ``model`` ends holding it, so the weights a run saves are the ones it scored.
     ``label_smoothing``: the training loss's (:func:`train_epoch`); evaluation scores plain ``nll_loss``.
     ``clean_epochs = N > 0``: the last N epochs train on the images as they are (:func:`set_augmentation`); the
-    loader's augmentation is switched back on when ``fit`` returns.
+    loader's augmentation is switched on at the start (so a loader that cannot be switched fails before any
+    training) and is on again when ``fit`` returns.
     """
     if not 0 <= clean_epochs <= epochs:
         raise ValueError(f"clean_epochs must be in [0, epochs = {epochs}], got {clean_epochs}")
+    if clean_epochs:
+        set_augmentation(train_loader, True)
     ema = None
     if ema_decay > 0:
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
@@ -754,8 +760,8 @@ def train_model(model: nn.Module, cfg: Config, data_dir: str | Path = "data", de
                     f"initial weights; score a run this short without it (ema=0, --ema 0)")
         if cfg.clean_epochs:
             first = cfg.epochs - cfg.clean_epochs + 1
-            log(f"epoch{'s' if first < cfg.epochs else ''} {first}{f'-{cfg.epochs}' if first < cfg.epochs else ''} "
-                f"train on the images as they are: no augmentation (clean_epochs={cfg.clean_epochs})")
+            which = f"epochs {first}-{cfg.epochs} train" if first < cfg.epochs else f"epoch {first} trains"
+            log(f"{which} on the images as they are: no augmentation (clean_epochs={cfg.clean_epochs})")
         if cfg.holdout:
             log(f"'test' below is the validation split ({evaluated_on(cfg)}), not the test set")
     return fit(model, train_loader, test_loader, optimizer, cfg.epochs, device, scheduler, log=log, dtype=dtype,

@@ -471,6 +471,10 @@ def test_set_augmentation_refuses_persistent_workers_and_foreign_loaders(mnist_r
     switchable, _ = utils.make_loaders(mnist_root, "conventional", batch_size=100, rotation=7.0, download=False,
                                        num_workers=1, clean_epochs=3)
     assert not switchable.persistent_workers
+    utils.set_augmentation(switchable, False)  # reaches the worker: its batches are the images as they are
+    plain = utils.eval_loader(mnist_root, download=False, train=True).images
+    rows = {tuple(img.flatten().tolist()) for img in plain}
+    assert all(tuple(img.flatten().tolist()) in rows for x, _ in switchable for img in x)
     foreign = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(4, 1, 28, 28)), batch_size=2)
     with pytest.raises(TypeError, match="make_loaders"):
         utils.set_augmentation(foreign, False)

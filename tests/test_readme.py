@@ -134,14 +134,18 @@ def test_each_design_named_seeds_no_earlier_design_had():
              "results/PLAN.md", "results/validation/v18/PLAN.md"]
     seeds = [set(planned_fresh_seeds(plan)) for plan in plans]
     seeds.append(set(range(4011, 4021)))  # design v6's plan names them for design v5's model (v6 adopted nothing)
+    seeds.append(set(range(9941, 9951)))  # ten more for design v17's model (results/Model_3/more_seeds/README.md)
     seeds.append(set(range(9601, 9641)))  # the GPU check's seeds for design v12's model (results/gpu/README.md)
-    assert all(len(s) == 10 for s in seeds[:-1]) and len(set.union(*seeds)) == 220
+    assert all(len(s) == 10 for s in seeds[:-1]) and len(set.union(*seeds)) == 230
 
 
-# seeds a plan named for the model of the design before it, should the plan adopt nothing (it adopted nothing):
-# (the plan, its fresh model's folder, the folder of the ten more, their seeds, how their config differs)
+# seeds a plan named for the model of the design before it, should the plan adopt nothing (it adopted nothing), or
+# that a file named for today's model after its round adopted nothing (results/Model_3/more_seeds/README.md):
+# (the file that named them, the fresh model's folder (its more_seeds/ holds them), their seeds, how their config
+# differs)
 MORE_SEEDS = [("results/validation/v6/PLAN.md", "design_v5/Model_3", list(range(4011, 4021)), {"ema": 0.0}),
-              ("results/validation/v8/PLAN.md", "design_v7/Model_3", list(range(7001, 7011)), {})]
+              ("results/validation/v8/PLAN.md", "design_v7/Model_3", list(range(7001, 7011)), {}),
+              ("results/Model_3/more_seeds/README.md", "Model_3", list(range(9941, 9951)), {})]
 
 
 @pytest.mark.parametrize("plan, folder, seeds, differs", MORE_SEEDS)
@@ -152,8 +156,9 @@ def test_ten_more_seeds_are_run_and_reported(plan, folder, seeds, differs):
     more, fresh = records_in(f"{folder}/more_seeds"), records_in(folder)
     assert sorted(more) == seeds and len(fresh) == 10
     first = fresh[min(fresh)]["config"]
-    for record in more.values():
-        assert record["config"] == {**first, "seed": record["seed"], **differs}
+    for record in more.values():  # a field the fresh runs predate counts as its default
+        assert {**CONFIG_DEFAULTS, **record["config"]} == {**CONFIG_DEFAULTS, **first, "seed": record["seed"],
+                                                           **differs}
         assert record["parameters"] == 7442 and record["training_precision"] == "bfloat16 autocast"
     text = (ROOT / "results" / folder / "more_seeds/README.md").read_text()
     check_rows(seed_rows(text), more)
@@ -213,8 +218,8 @@ def test_float32_check_is_design_v12s_recipe_in_float32_on_its_fresh_seeds_and_r
 
 def test_float32_check_is_design_v17s_recipe_in_float32_on_its_fresh_seeds_and_reported():
     """results/Model_3/float32/: design v17's fresh seeds again, trained in float32 as a GPU trains the recipe; the
-    headline and the count of this model's test runs (fresh seeds, float32 check, notebook run) say what they
-    give."""
+    headline and the count of this model's test runs (fresh seeds, the ten more, float32 check, notebook run) say
+    what they give."""
     fresh, f32 = runs(3), records_in("Model_3/float32")
     assert sorted(f32) == sorted(fresh) and len(f32) == 10
     for seed, record in f32.items():
@@ -222,9 +227,10 @@ def test_float32_check_is_design_v17s_recipe_in_float32_on_its_fresh_seeds_and_r
         assert record["training_precision"] == "float32" and fresh[seed]["training_precision"] == "bfloat16 autocast"
     readme = float32_check_is_reported(fresh, f32, "Model_3/float32")
     notebook = json.loads((ROOT / "results" / "step3_notebook.json").read_text())
-    counted = [*fresh.values(), *f32.values(), notebook]
+    counted = [*fresh.values(), *records_in("Model_3/more_seeds").values(), *f32.values(), notebook]
     count = f"{passing(dict(enumerate(counted)))} of {len(counted)}"
-    assert f"(design v17's fresh seeds, its float32 check and its notebook run) {count} hold the target" in readme
+    assert (f"(design v17's fresh seeds, its ten more, its float32 check and its notebook run) {count} hold the "
+            "target") in readme
     headline = " ".join(README.split("## Contents")[0].split())
     assert f"design v17 held the bar on **{passing(f32)} of 10** at {mean_std(f32)}" in headline
     assert f"float32 minus bf16, seed by seed, {paired_delta(f32, fresh)})" in headline

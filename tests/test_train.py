@@ -326,4 +326,29 @@ def test_a_run_with_clean_epochs_repeats_the_plain_run_until_the_first_clean_epo
         runs[clean] = utils.train_model(tiny_net(), cfg, mnist_root, CPU, download=False)
     assert runs[0].train_loss[:2] == runs[1].train_loss[:2] and runs[0].test_loss[:2] == runs[1].test_loss[:2]
     assert runs[0].train_loss[2] != runs[1].train_loss[2]
-    assert "epoch 3 train on the images as they are: no augmentation (clean_epochs=1)" in capsys.readouterr().out
+    assert "epoch 3 trains on the images as they are: no augmentation (clean_epochs=1)" in capsys.readouterr().out
+
+
+def test_a_loader_that_cannot_be_switched_fails_before_training_and_augmentation_comes_back_after_an_error(
+        mnist_root):
+    data = utils.load_mnist(mnist_root, download=False)
+    foreign = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(data.data[:32, None].float(),
+                                                                         data.targets[:32]), batch_size=32)
+    net = tiny_net()
+    before = [p.detach().clone() for p in net.parameters()]
+    with pytest.raises(TypeError, match="make_loaders"):
+        utils.fit(net, foreign, foreign, torch.optim.SGD(net.parameters(), lr=0.1), 3, CPU, log=None, clean_epochs=1)
+    assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))  # no step was taken
+
+    class Failing(RecordingLoader):
+        def __iter__(self):
+            if not self.augment:
+                raise RuntimeError("stop in the clean epoch")
+            return super().__iter__()
+
+    train = Failing(data.data[:64], data.targets[:64], 32, rotation=7.0, seed=1)
+    train.seen = []
+    test = utils.DeviceLoader(data.data[:32], data.targets[:32], 32, shuffle=False)
+    with pytest.raises(RuntimeError, match="clean epoch"):
+        utils.fit(net, train, test, torch.optim.SGD(net.parameters(), lr=0.01), 2, CPU, log=None, clean_epochs=1)
+    assert train.augment
