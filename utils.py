@@ -263,7 +263,7 @@ class DeviceLoader:
             size = torch.tensor(self.images.shape[-1:-3:-1], dtype=torch.float32)  # (W, H): dx, dy
             shifts = ((torch.rand(n, 2, generator=self.generator) * 2 - 1) * (self.translation * size)).round()
             shifts = shifts.to(self.device)
-        if augment and self.scale > 0:  # drawn after the angles and shifts, so runs without scaling draw what they always did
+        if augment and self.scale > 0:  # drawn after the angles and shifts: runs without scaling draw as they did
             scales = (1 + (torch.rand(n, generator=self.generator) * 2 - 1) * self.scale).to(self.device)
         for start in range(0, n, self.batch_size):
             idx = slice(start, start + self.batch_size)
@@ -397,7 +397,7 @@ class Config:
     bf16: bool = False         # train under bfloat16 autocast on a CPU with native bf16 (see training_dtype)
     ema: float = 0.0           # > 0: evaluate and keep an exponential moving average of the weights (see fit)
     label_smoothing: float = 0.0  # > 0: train on targets smoothed by this much (train_epoch); evaluation: plain NLL
-    clean_epochs: int = 0      # > 0: the last N epochs train without augmentation (no rotation, shift, scaling, elastic)
+    clean_epochs: int = 0      # > 0: the last N epochs train on the images as they are, without augmentation
 
     def __str__(self) -> str:
         return "config: " + " ".join(f"{k}={v}" for k, v in asdict(self).items())
