@@ -104,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clean-epochs", type=COUNT, metavar="N",
                    help="the last N epochs train on the images as they are, without rotation, shifts, scaling or "
                         "elastic distortion; 0: off (recipe: off)")
+    p.add_argument("--recalibrate-bn", type=COUNT, metavar="N",
+                   help="before each evaluation, re-estimate BatchNorm's statistics on the first N training images "
+                        "(not held out) as they are, e.g. 10000; the log also gives the score without; 0: off "
+                        "(recipe: off)")
     p.add_argument("--seed", type=COUNT, help="one seed (same as --seeds N)")
     p.add_argument("--seeds", type=COUNT, nargs="+", help="several seeds, run one after another")
     p.add_argument("--pipeline", choices=("device", "conventional"), default="device",
@@ -246,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                                        rotation=args.rotation, translation=args.translation, scale=args.scale,
                                        elastic=args.elastic, elastic_sigma=args.elastic_sigma, bf16=args.bf16,
                                        ema=args.ema, label_smoothing=args.label_smoothing,
-                                       clean_epochs=args.clean_epochs).items()
+                                       clean_epochs=args.clean_epochs, recalibrate_bn=args.recalibrate_bn).items()
                  if v is not None}
     overrides |= {"pipeline": args.pipeline, "holdout": args.holdout, "holdout_block": args.holdout_block}
     if args.holdout_block != -1 and not args.holdout:

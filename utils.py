@@ -12,6 +12,7 @@ Two input pipelines with the same semantics (normalisation, rotation range, pixe
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import json
 import math
@@ -398,6 +399,7 @@ class Config:
     ema: float = 0.0           # > 0: evaluate and keep an exponential moving average of the weights (see fit)
     label_smoothing: float = 0.0  # > 0: train on targets smoothed by this much (train_epoch); evaluation: plain NLL
     clean_epochs: int = 0      # > 0: the last N epochs train on the images as they are, without augmentation
+    recalibrate_bn: int = 0    # > 0: each evaluation re-estimates BatchNorm's statistics on N training images first
 
     def __str__(self) -> str:
         return "config: " + " ".join(f"{k}={v}" for k, v in asdict(self).items())
@@ -429,6 +431,23 @@ def loaders(cfg: Config, data_dir: str | Path = "data", device: torch.device | s
                         holdout=cfg.holdout, translation=cfg.translation, scale=cfg.scale,
                         holdout_block=cfg.holdout_block, elastic=cfg.elastic, elastic_sigma=cfg.elastic_sigma,
                         clean_epochs=cfg.clean_epochs)
+
+
+def calibration_loader(cfg: Config, data_dir: str | Path = "data", device: torch.device | str = "cpu",
+                       download: bool = True, subset: int | None = None) -> DeviceLoader | None:
+    """The images :func:`reestimate_bn` runs on under ``cfg.recalibrate_bn = N > 0`` (``None`` when it is 0): the
+    first N training images that are not held out (all of them, if fewer), as they are (no augmentation), in
+    order, as the device pipeline's evaluation loader holds them, whichever pipeline trains. Iterating it draws no
+    random number, so it cannot change what a run draws."""
+    if cfg.recalibrate_bn < 0:
+        raise ValueError(f"recalibrate_bn must be >= 0 (a number of training images), got {cfg.recalibrate_bn}")
+    if not cfg.recalibrate_bn:
+        return None
+    train_set = load_mnist(data_dir, True, download)
+    n = len(train_set) if subset is None else min(subset, len(train_set))
+    held = held_out_images(n, cfg.holdout, cfg.holdout_block)
+    index = torch.cat([torch.arange(held.start), torch.arange(held.stop, n)])[:cfg.recalibrate_bn]
+    return DeviceLoader(train_set.data[index], train_set.targets[index], 1000, shuffle=False, device=device)
 
 
 class OneCycleThenHold(torch.optim.lr_scheduler.OneCycleLR):
@@ -503,16 +522,27 @@ class History:
     test_acc: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    # with BatchNorm re-estimation (Config.recalibrate_bn): the same weights scored with the statistics they
+    # carried from training; empty otherwise
+    uncalibrated_test_loss: list[float] = field(default_factory=list)
+    uncalibrated_test_acc: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, list]:
-        return asdict(self)
+        """Every field; the two ``uncalibrated_*`` lists only when they were recorded, so a run without the
+        re-estimation records what it always did."""
+        record = asdict(self)
+        for name in ("uncalibrated_test_loss", "uncalibrated_test_acc"):
+            if not record[name]:
+                del record[name]
+        return record
 
     def line(self, i: int = -1, epochs: int | None = None) -> str:
         """The fixed-format log line of epoch ``i``."""
         total = f"/{epochs}" if epochs else ""
         return (f"epoch {self.epoch[i]:>2}{total} | train loss {self.train_loss[i]:.4f} acc {self.train_acc[i]:6.2f}% "
                 f"| test loss {self.test_loss[i]:.4f} acc {self.test_acc[i]:6.2f}% "
-                f"| lr {self.lr[i]:.5f} | {self.seconds[i]:5.1f}s")
+                f"| lr {self.lr[i]:.5f} | {self.seconds[i]:5.1f}s"
+                + (f" | uncalibrated {self.uncalibrated_test_acc[i]:6.2f}%" if self.uncalibrated_test_acc else ""))
 
 
 def _progress(iterable, desc: str):
@@ -681,10 +711,36 @@ def evaluate(model: nn.Module, loader, device: torch.device) -> tuple[float, flo
     return loss_sum.item() / seen, 100.0 * correct.item() / seen
 
 
+@torch.no_grad()
+def reestimate_bn(model: nn.Module, loader, device: torch.device) -> nn.Module:
+    """Replace every BatchNorm layer's running statistics by their average over ``loader``'s images.
+
+    As ``torch.optim.swa_utils.update_bn`` does (statistics reset, ``momentum=None``: every batch counts equally),
+    except that only the BatchNorm layers are in training mode: dropout stays off, as in evaluation, so the pass
+    draws no random number. float32, no gradient; no weight changes. Returns ``model``, in eval mode.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    model.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    try:
+        for x, _ in loader:
+            model(x.to(device, non_blocking=True))
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.eval()
+    return model
+
+
 def fit(model: nn.Module, train_loader, test_loader, optimizer: torch.optim.Optimizer, epochs: int,
         device: torch.device, scheduler=None, per_batch: bool | None = None,
         log: Callable[[str], None] | None = _print, dtype: torch.dtype = torch.float32,
-        ema_decay: float = 0.0, label_smoothing: float = 0.0, clean_epochs: int = 0) -> History:
+        ema_decay: float = 0.0, label_smoothing: float = 0.0, clean_epochs: int = 0,
+        calibration_loader=None) -> History:
     """Train for ``epochs``, evaluating after each; prints one fixed-format line per epoch.
 
     ``per_batch`` says whether ``scheduler`` steps after each batch (OneCycleLR, CyclicLR: the default for
@@ -697,6 +753,11 @@ def fit(model: nn.Module, train_loader, test_loader, optimizer: torch.optim.Opti
     ``clean_epochs = N > 0``: the last N epochs train on the images as they are (:func:`set_augmentation`); the
     loader's augmentation is switched on at the start (so a loader that cannot be switched fails before any
     training) and is on again when ``fit`` returns.
+    ``calibration_loader`` (``Config.recalibrate_bn``; :func:`calibration_loader`): each epoch scores the model
+    (the moving average, with ``ema_decay``) as above, recorded as ``uncalibrated_test_*``, then a copy of it whose
+    BatchNorm statistics :func:`reestimate_bn` has re-estimated on these images, recorded as ``test_*``. The copy
+    leaves the training, its random draws and the moving average untouched; ``model`` ends holding the weights
+    of the last epoch's copy and its statistics, the model that epoch scored.
     """
     if not 0 <= clean_epochs <= epochs:
         raise ValueError(f"clean_epochs must be in [0, epochs = {epochs}], got {clean_epochs}")
@@ -706,6 +767,7 @@ def fit(model: nn.Module, train_loader, test_loader, optimizer: torch.optim.Opti
     if ema_decay > 0:
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
     scored = ema.module if ema is not None else model
+    calibrated = None
     if per_batch is None:
         per_batch = isinstance(scheduler, (torch.optim.lr_scheduler.OneCycleLR, torch.optim.lr_scheduler.CyclicLR))
     history = History()
@@ -718,6 +780,11 @@ def fit(model: nn.Module, train_loader, test_loader, optimizer: torch.optim.Opti
             train_loss, train_acc = train_epoch(model, train_loader, optimizer, device,
                                                 scheduler if per_batch else None, epoch, dtype, ema, label_smoothing)
             test_loss, test_acc = evaluate(scored, test_loader, device)
+            if calibration_loader is not None:
+                history.uncalibrated_test_loss.append(test_loss)
+                history.uncalibrated_test_acc.append(test_acc)
+                calibrated = reestimate_bn(copy.deepcopy(scored), calibration_loader, device)
+                test_loss, test_acc = evaluate(calibrated, test_loader, device)
             if scheduler is not None and not per_batch:
                 scheduler.step()
             for name, value in zip(("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"),
@@ -729,10 +796,11 @@ def fit(model: nn.Module, train_loader, test_loader, optimizer: torch.optim.Opti
     finally:
         if clean_epochs:
             set_augmentation(train_loader, True)
-    if ema is not None:  # the averaged weights and statistics; counters (BatchNorm's batch count) are not averages
+    final = calibrated if calibrated is not None else ema.module if ema is not None else None
+    if final is not None:  # what the last epoch scored; counters (BatchNorm's batch count) stay the training's
         trained = model.state_dict()
         model.load_state_dict({k: v if v.is_floating_point() else trained[k]
-                               for k, v in ema.module.state_dict().items()})
+                               for k, v in final.state_dict().items()})
     return history
 
 
@@ -743,6 +811,7 @@ def train_model(model: nn.Module, cfg: Config, data_dir: str | Path = "data", de
     device = device or get_device()
     set_seed(cfg.seed)
     train_loader, test_loader = loaders(cfg, data_dir, device, download, subset)
+    calibration = calibration_loader(cfg, data_dir, device, download, subset)
     set_seed(cfg.seed)  # the weights do not depend on how much randomness the loaders consumed
     model.apply(_reset)
     to_device(model, device)
@@ -762,10 +831,15 @@ def train_model(model: nn.Module, cfg: Config, data_dir: str | Path = "data", de
             first = cfg.epochs - cfg.clean_epochs + 1
             which = f"epochs {first}-{cfg.epochs} train" if first < cfg.epochs else f"epoch {first} trains"
             log(f"{which} on the images as they are: no augmentation (clean_epochs={cfg.clean_epochs})")
+        if calibration is not None:
+            log(f"each evaluation re-estimates BatchNorm's statistics on the first {len(calibration.labels):,} "
+                f"training images as they are, then scores (recalibrate_bn={cfg.recalibrate_bn}); 'uncalibrated': "
+                f"the same weights with the statistics they trained with")
         if cfg.holdout:
             log(f"'test' below is the validation split ({evaluated_on(cfg)}), not the test set")
     return fit(model, train_loader, test_loader, optimizer, cfg.epochs, device, scheduler, log=log, dtype=dtype,
-               ema_decay=cfg.ema, label_smoothing=cfg.label_smoothing, clean_epochs=cfg.clean_epochs)
+               ema_decay=cfg.ema, label_smoothing=cfg.label_smoothing, clean_epochs=cfg.clean_epochs,
+               calibration_loader=calibration)
 
 
 def evaluated_on(cfg: Config) -> str:

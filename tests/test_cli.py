@@ -41,6 +41,7 @@ def run_cli(args: list[str], cwd) -> subprocess.CompletedProcess:
     (["--clean-epochs", "-1"], "must be >= 0"),
     (["--clean-epochs", "16"], "--clean-epochs 16 is more than the run's 15 epochs"),
     (["--clean-epochs", "3", "--epochs", "2"], "give at most 2"),
+    (["--recalibrate-bn", "-5"], "must be >= 0"),
     (["--holdout-block", "2"], "--holdout-block needs --holdout N"),
     (["--seeds", "1", "-2"], "must be >= 0"),
     (["--seed", "1", "--seeds", "2"], "not both"),
@@ -246,3 +247,7 @@ def test_recipe_overrides_reach_the_run_record(mnist_root, tmp_path, capsys):
     assert record["evaluated_on"] == "training images 200-299"
     assert train.main([*args[:-len(SMOKE)], "--out", str(tmp_path / "clean"), "--clean-epochs", "1", *SMOKE]) == 0
     assert json.loads((tmp_path / "clean" / "Model_3_seed1.json").read_text())["config"]["clean_epochs"] == 1
+    assert train.main([*args[:-len(SMOKE)], "--out", str(tmp_path / "bn"), "--recalibrate-bn", "50", *SMOKE]) == 0
+    record = json.loads((tmp_path / "bn" / "Model_3_seed1.json").read_text())
+    assert record["config"]["recalibrate_bn"] == 50
+    assert len(record["history"]["uncalibrated_test_acc"]) == len(record["history"]["test_acc"])

@@ -524,7 +524,7 @@ def test_design_v17s_arms_add_elastic_distortion_only():
         for alpha in (24.0, 48.0):
             assert vars(run.config(f"v17_elastic{alpha:.0f}", seed)) == {**reference, "elastic": alpha,
                                                                           "elastic_sigma": 4.0}
-    assert all(run.config(arm, 1).elastic == 0.0 for arm in run.ARMS if run.ROUNDS[arm] not in ("v17", "v18"))
+    assert all(run.config(arm, 1).elastic == 0.0 for arm in run.ARMS if run.ROUNDS[arm] not in ("v17", "v18", "v19"))
 
 
 def test_design_v18s_arms_add_clean_epochs_only():
@@ -539,6 +539,22 @@ def test_design_v18s_arms_add_clean_epochs_only():
         for n in (3, 5):
             assert vars(run.config(f"v18_clean{n}", seed)) == {**reference, "clean_epochs": n}
     assert all(run.config(arm, 1).clean_epochs == 0 for arm in run.ARMS if run.ROUNDS[arm] != "v18")
+
+
+def test_design_v19s_arms_are_design_v17s_recipe_and_only_the_candidate_re_estimates():
+    """v19's reference is design v17's Model_3 and recipe on the new seeds 67-78 (blocks seed % 12, so each block
+    once); its candidate adds only the re-estimation, on 10,000 images; every earlier round pins it off."""
+    run = validation_driver()
+    assert sorted(s % 12 for s in range(67, 79)) == list(range(12))
+    for seed in [*range(67, 79), 39]:
+        reference = vars(run.config("v19_reference", seed))
+        assert reference == {**vars(utils.recipe("Model_3")), "seed": seed, "holdout": 5000,
+                             "holdout_block": seed % 12, "recalibrate_bn": 0}
+        assert vars(run.config("v19_check_reference", seed)) == reference
+        for arm in ("v19_recalibrate_bn", "v19_check"):
+            assert vars(run.config(arm, seed)) == {**reference, "recalibrate_bn": 10000}
+    assert reference == {**vars(run.config("v17_elastic24", 39)), "recalibrate_bn": 0}
+    assert all(run.config(arm, 1).recalibrate_bn == 0 for arm in run.ARMS if arm not in run.DERIVED)
 
 
 def test_design_v15s_and_v16s_arms_differ_in_block_2_only():

@@ -352,3 +352,61 @@ def test_a_loader_that_cannot_be_switched_fails_before_training_and_augmentation
     with pytest.raises(RuntimeError, match="clean epoch"):
         utils.fit(net, train, test, torch.optim.SGD(net.parameters(), lr=0.01), 2, CPU, log=None, clean_epochs=1)
     assert train.augment
+
+
+def test_recalibration_scores_a_re_estimated_copy_and_leaves_the_training_untouched(mnist_root):
+    """With ``Config.recalibrate_bn`` each epoch scores the moving average twice: as it is (``uncalibrated_*``,
+    exactly what the run without the option scores) and with re-estimated BatchNorm statistics (``test_*``). The
+    training is the same run bit for bit, and the model ends holding the averaged weights with the statistics its
+    last epoch scored."""
+    cfg = utils.Config(epochs=2, batch_size=50, lr=0.05, seed=5, ema=0.9, rotation=10.0, scale=0.2)
+    plain_net, recal_net = model.Model_1(), model.Model_1()
+    plain = utils.train_model(plain_net, cfg, mnist_root, CPU, download=False, log=None)
+    lines = []
+    recal = utils.train_model(recal_net, utils.Config(**{**vars(cfg), "recalibrate_bn": 300}), mnist_root, CPU,
+                              download=False, log=lines.append)
+    assert recal.train_loss == plain.train_loss and recal.train_acc == plain.train_acc
+    assert recal.uncalibrated_test_acc == plain.test_acc and recal.uncalibrated_test_loss == plain.test_loss
+    assert recal.test_loss != plain.test_loss
+    assert "first 300 training images as they are" in " ".join(lines)
+    assert all(line.endswith(f"| uncalibrated {a:6.2f}%") for line, a in
+               zip([line for line in lines if line.startswith("epoch")], recal.uncalibrated_test_acc))
+    assert "uncalibrated_test_acc" in recal.to_dict() and "uncalibrated_test_acc" not in plain.to_dict()
+    weights = {k: v for k, v in recal_net.state_dict().items() if "running" not in k}
+    assert all(torch.equal(v, plain_net.state_dict()[k]) for k, v in weights.items())  # num_batches_tracked too
+    assert not torch.equal(recal_net.state_dict()["block1.0.1.running_mean"],
+                           plain_net.state_dict()["block1.0.1.running_mean"])
+    _, test = utils.make_loaders(mnist_root, batch_size=50, download=False)
+    assert utils.evaluate(recal_net, test, CPU) == (recal.test_loss[-1], recal.test_acc[-1])
+
+
+def test_reestimate_bn_averages_every_image_with_dropout_off_and_draws_nothing(mnist_root):
+    data = utils.load_mnist(mnist_root, download=False)
+    loader = utils.DeviceLoader(data.data[:300], data.targets[:300], 100, shuffle=False)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Dropout(0.5), nn.BatchNorm2d(4, momentum=0.3))
+    net[2].running_mean.fill_(5.0)
+    net.train()
+    rng = torch.get_rng_state()
+    utils.reestimate_bn(net, loader, CPU)
+    assert torch.equal(torch.get_rng_state(), rng)  # dropout stayed off: no mask was drawn
+    assert not net.training and not net[2].training and net[2].momentum == 0.3
+    with torch.no_grad():
+        features = torch.cat([net[0](x) for x, _ in loader])  # no dropout: the features evaluation sees
+    assert torch.allclose(net[2].running_mean, features.mean((0, 2, 3)), atol=1e-5)
+    per_batch = torch.stack([f.var((0, 2, 3)) for f in features.split(100)])  # unbiased, as BatchNorm keeps it
+    assert torch.allclose(net[2].running_var, per_batch.mean(0), rtol=1e-4)
+    assert int(net[2].num_batches_tracked) == 3
+
+
+def test_the_calibration_images_are_the_first_training_images_not_held_out(mnist_root):
+    data = utils.load_mnist(mnist_root, download=False)
+    assert utils.calibration_loader(utils.Config(), mnist_root, download=False) is None
+    cfg = utils.Config(recalibrate_bn=150, holdout=100, holdout_block=0)
+    loader = utils.calibration_loader(cfg, mnist_root, download=False)
+    assert torch.equal(loader.labels, data.targets[100:250]) and not loader.shuffle and loader.rotation == 0
+    assert torch.equal(torch.cat([x for x, _ in loader]), utils.normalize(data.data[100:250]))
+    everything = utils.calibration_loader(utils.Config(recalibrate_bn=10_000, holdout=100), mnist_root,
+                                          download=False)
+    assert torch.equal(everything.labels, data.targets[:500])  # all 500 not held out (the last 100 are)
+    with pytest.raises(ValueError, match="recalibrate_bn must be >= 0"):
+        utils.calibration_loader(utils.Config(recalibrate_bn=-1), mnist_root, download=False)

@@ -1,4 +1,4 @@
-"""The validation runs of designs v2 to v18: one arm (layers + recipe) and one seed per call.
+"""The validation runs of designs v2 to v19: one arm (layers + recipe) and one seed per call.
 
     OMP_NUM_THREADS=1 python results/validation/run.py ARM SEED --data-dir ../shared/mnist
     python results/validation/run.py --table v3      # a round's finished arms: per-seed means, mean +- std, loss
@@ -11,8 +11,9 @@ v2 to v12; from v13 on, block ``seed % 12`` of the twelve blocks of 5,000 (``hol
 round holds out other images and the spread of paired differences includes which images were held out. The test
 set is never loaded. Each arm is a model from ``model.py`` (or ``StagedNet`` with the layers a candidate
 needs) and a recipe from ``utils.RECIPES`` with the overrides named below. Writes ``<ROUND>/<ARM>/seed<SEED>.json``
-beside this file (``v2/`` to ``v18/``, the design the arm belongs to); a seed whose JSON exists is not run
-again.
+beside this file (``v2/`` to ``v19/``, the design the arm belongs to); a seed whose JSON exists is not run
+again. A run of a v19 candidate arm also writes its reference arm's file (``DERIVED``): the same weights scored
+without the re-estimation.
 """
 from __future__ import annotations
 
@@ -45,6 +46,11 @@ EMA_ARM = "+ every evaluation scores an exponential moving average of the weight
 # designs v8 and v9: their reference, and their weight-decay arms (v9 repeats v8's 1e-4 on new seeds)
 V7_MODEL_3 = "design v7's Model_3 and recipe (EMA 0.999, no weight decay)"
 WEIGHT_DECAY_ARM = "+ weight decay {} on every parameter"
+# design v19: its candidate, and its reference (the same runs, scored as design v17 scores)
+V17_SCORING = ("design v17's Model_3 and recipe, scored as design v17 scores: the moving average with the BatchNorm "
+               "statistics it carried from training")
+RECALIBRATE_ARM = ("+ before each evaluation, a copy of the moving average gets BatchNorm statistics re-estimated on "
+                   "the first 10,000 training images not held out, as they are (dropout off, float32)")
 
 # arm -> (what it tests, model factory, recipe, overrides); ROUNDS: which design's round each arm belongs to
 ARMS = {
@@ -165,9 +171,19 @@ ARMS = {
                    "elastic distortion", design_v4_model, "Model_3", {"clean_epochs": 3}),
     "v18_clean5": ("+ the last 5 epochs (11-15) train on the images as they are: no rotation, scaling or elastic "
                    "distortion", design_v4_model, "Model_3", {"clean_epochs": 5}),
+    # design v19, step 3 (results/validation/v19/PLAN.md): BatchNorm statistics re-estimated before each
+    # evaluation, on new seeds 67-78; one run scores both arms (DERIVED), so the reference's runs are the
+    # candidate's own weights scored as design v17 scores them. v19_check: seed 39 once more, to compare its
+    # reference scores with v17_elastic24's run of seed 39 (not part of the decision)
+    "v19_reference": (V17_SCORING, design_v4_model, "Model_3", {}),
+    "v19_recalibrate_bn": (RECALIBRATE_ARM, design_v4_model, "Model_3", {"recalibrate_bn": 10000}),
+    "v19_check_reference": (V17_SCORING, design_v4_model, "Model_3", {}),
+    "v19_check": (RECALIBRATE_ARM, design_v4_model, "Model_3", {"recalibrate_bn": 10000}),
 }
+# a run of the key also gives the value's run: the same weights scored without the re-estimation
+DERIVED = {"v19_recalibrate_bn": "v19_reference", "v19_check": "v19_check_reference"}
 DESIGNS = ("v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11", "v12", "v13", "v14", "v15", "v16", "v17",
-           "v18")
+           "v18", "v19")
 ROUNDS = {arm: arm.split("_")[0] if arm.split("_")[0] in DESIGNS else "v2" for arm in ARMS}
 # what the recipes were when each round ran, where a later design changed them (Model_3's batch 128 -> 64 in v3,
 # bf16 training on the CPU in v5, the EMA in v7, random scaling in v12, elastic distortion in v17; v8 to v18 pin
@@ -175,7 +191,8 @@ ROUNDS = {arm: arm.split("_")[0] if arm.split("_")[0] in DESIGNS else "v2" for a
 # v18 pins elastic distortion off and v18 pins design v17's, and every round pins label smoothing and clean epochs
 # off): applied before an arm's own overrides, so a rerun or a new seed of an arm repeats the experiment its
 # committed runs recorded
-RAN_WITH = {round_: {"scale": 0.0, "label_smoothing": 0.0, "elastic": 0.0, "clean_epochs": 0, **pins}
+RAN_WITH = {round_: {"scale": 0.0, "label_smoothing": 0.0, "elastic": 0.0, "clean_epochs": 0, "recalibrate_bn": 0,
+                     **pins}
             for round_, pins in {
     "v2": {"batch_size": 128, "bf16": False, "ema": 0.0}, "v3": {"batch_size": 128, "bf16": False, "ema": 0.0},
     "v4": {"bf16": False, "ema": 0.0}, "v5": {"ema": 0.0}, "v6": {"ema": 0.0}, "v7": {"ema": 0.0},
@@ -183,9 +200,10 @@ RAN_WITH = {round_: {"scale": 0.0, "label_smoothing": 0.0, "elastic": 0.0, "clea
     "v12": {"ema": 0.999}, "v13": {"ema": 0.999, "scale": 0.2}, "v14": {"ema": 0.999, "scale": 0.2},
     "v15": {"ema": 0.999, "scale": 0.2}, "v16": {"ema": 0.999, "scale": 0.2},
     "v17": {"ema": 0.999, "scale": 0.2},
-    "v18": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0}}.items()}
+    "v18": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0},
+    "v19": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0}}.items()}
 # rounds whose held-out block rotates with the seed: block seed % 12 of the twelve blocks of 5,000 images
-ROTATING_BLOCKS = {"v13", "v14", "v15", "v16", "v17", "v18"}
+ROTATING_BLOCKS = {"v13", "v14", "v15", "v16", "v17", "v18", "v19"}
 
 
 def config(arm: str, seed: int) -> utils.Config:
@@ -307,13 +325,28 @@ def main() -> int:
     print(f"arm: {args.arm} ({what}) | {net.__class__.__name__}")
     start = time.perf_counter()
     history = utils.train_model(net, cfg, args.data_dir, download=False)
-    utils.write_json_atomic(out, {
-        "arm": args.arm, "what": what, "seed": args.seed, "config": vars(cfg),
-        "evaluated_on": utils.evaluated_on(cfg), "device": utils.device_name(utils.get_device()),
-        "training_precision": utils.precision_name(utils.training_dtype(cfg, utils.get_device())),
-        "parameters": utils.count_parameters(net), "wall_seconds": round(time.perf_counter() - start, 2),
-        "summary": utils.last_epochs_summary(history.test_acc), "history": history.to_dict()})
+    seconds = round(time.perf_counter() - start, 2)
+    if args.arm in DERIVED:  # first: the candidate's file marks the seed as done
+        reference = DERIVED[args.arm]
+        scores = {**history.to_dict(), "test_loss": history.uncalibrated_test_loss,
+                  "test_acc": history.uncalibrated_test_acc}
+        del scores["uncalibrated_test_loss"], scores["uncalibrated_test_acc"]
+        utils.write_json_atomic(HERE / ROUNDS[reference] / reference / f"seed{args.seed}.json",
+                                record(reference, args.seed, net, seconds, scores,
+                                       derived_from=f"{args.arm}/seed{args.seed}.json: the same run, every epoch "
+                                                    "scored without the re-estimation"))
+    utils.write_json_atomic(out, record(args.arm, args.seed, net, seconds, history.to_dict()))
     return 0
+
+
+def record(arm: str, seed: int, net, seconds: float, history: dict, **extra) -> dict:
+    """One run's JSON: the arm, its recipe, where it ran, its time and its per-epoch history."""
+    cfg = config(arm, seed)
+    return {"arm": arm, "what": ARMS[arm][0], "seed": seed, "config": vars(cfg), **extra,
+            "evaluated_on": utils.evaluated_on(cfg), "device": utils.device_name(utils.get_device()),
+            "training_precision": utils.precision_name(utils.training_dtype(cfg, utils.get_device())),
+            "parameters": utils.count_parameters(net), "wall_seconds": seconds,
+            "summary": utils.last_epochs_summary(history["test_acc"]), "history": history}
 
 
 if __name__ == "__main__":
