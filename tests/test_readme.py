@@ -561,6 +561,26 @@ def test_design_v19s_arms_are_design_v17s_recipe_and_only_the_candidate_re_estim
     assert all(run.config(arm, 1).recalibrate_bn == 0 for arm in run.ARMS if arm not in run.DERIVED)
 
 
+def test_design_v19s_reference_runs_are_its_candidates_runs_scored_as_design_v17_scores():
+    """Each v19_reference file is written from its candidate run's uncalibrated scores (one run, both arms), and
+    the check run of seed 39 repeats design v17's own validation run of seed 39 bit for bit (the README says so)."""
+    base = ROOT / "results" / "validation"
+    for candidate, reference, seeds in (("v19_recalibrate_bn", "v19_reference", range(67, 79)),
+                                        ("v19_check", "v19_check_reference", [39])):
+        for seed in seeds:
+            c = json.loads((base / "v19" / candidate / f"seed{seed}.json").read_text())
+            r = json.loads((base / "v19" / reference / f"seed{seed}.json").read_text())
+            assert r["derived_from"].startswith(f"{candidate}/seed{seed}.json")
+            assert r["history"]["test_acc"] == c["history"]["uncalibrated_test_acc"] != c["history"]["test_acc"]
+            assert {k: v for k, v in r["history"].items() if not k.startswith("test")} == {
+                k: v for k, v in c["history"].items() if not k.startswith(("test", "uncalibrated"))}
+    v17 = json.loads((base / "v17" / "v17_elastic24" / "seed39.json").read_text())["history"]
+    assert {k: v for k, v in r["history"].items() if k != "seconds"} == {k: v for k, v in v17.items() if k != "seconds"}
+    text = " ".join((base / "v19" / "README.md").read_text().split())
+    assert (f"The re-estimated copy scored {' '.join(f'{a:.2f}' for a in c['history']['test_acc'][-5:])} against "
+            f"{' '.join(f'{a:.2f}' for a in v17['test_acc'][-5:])}") in text
+
+
 def test_design_v15s_and_v16s_arms_differ_in_block_2_only():
     """v15's reference is design v12's Model_3 and recipe; its candidate has the same recipe and config, and a
     fourth 3x3 conv in block 2 (7,890 parameters, under the budget); seeds 47-54 hold out blocks 11 and 0-6."""
@@ -609,9 +629,10 @@ def test_design_v12s_validation_table_is_what_its_runs_give():
     ("v16", ("v13_reference", "v16_four_convs"), str, range(39, 47)),
     ("v17", ("v13_reference", "v17_elastic24", "v17_elastic48"), str, range(39, 47)),
     ("v18", ("v17_elastic24", "v18_clean3", "v18_clean5"), str, range(39, 47)),
+    ("v19", ("v19_reference", "v19_recalibrate_bn"), str, range(67, 79)),
 ])
 def test_rotating_block_rounds_tables_are_what_their_runs_give(round_, arms, block_cell, seeds):
-    """results/validation/v13/ to v18/ READMEs, seed by seed: the held-out block, the arms' epochs 11-15 and the
+    """results/validation/v13/ to v19/ READMEs, seed by seed: the held-out block, the arms' epochs 11-15 and the
     paired deltas run.py prints (v14's reference is v13's runs); every run evaluated on its seed's block."""
     run = validation_driver()
     text = (ROOT / "results" / "validation" / round_ / "README.md").read_text()
@@ -628,8 +649,8 @@ def test_rotating_block_rounds_tables_are_what_their_runs_give(round_, arms, blo
             assert record["evaluated_on"] == f"training images {seed % 12 * 5000}-{seed % 12 * 5000 + 4999}"
     flat = " ".join(text.split()).replace("−", "-")
     for arm in arms[1:]:
-        found = [re.search(r"paired delta ([+-]\d\.\d\d) \(SE (\d\.\d\d), n = 8\)", run.compare(arm, arms[0], stat))
-                 for stat in (min, statistics.mean)]
+        found = [re.search(rf"paired delta ([+-]\d\.\d\d) \(SE (\d\.\d\d), n = {len(seeds)}\)",
+                           run.compare(arm, arms[0], stat)) for stat in (min, statistics.mean)]
         assert f"**{found[0][1]} (SE {found[0][2]}) / {found[1][1]} (SE {found[1][2]})**" in flat, arm
 
 
