@@ -581,6 +581,27 @@ def test_design_v19s_reference_runs_are_its_candidates_runs_scored_as_design_v17
             f"{' '.join(f'{a:.2f}' for a in v17['test_acc'][-5:])}") in text
 
 
+def test_design_v20s_runs_repeat_their_reference_until_epoch_11_and_its_pooled_deltas_are_quoted():
+    """Each v20_clean5 run draws what design v17's run of its seed draws until its first clean epoch (epoch 11), and
+    the README quotes the pooled paired deltas (v18's eight seeds and v20's twelve) that run.py prints."""
+    run = validation_driver()
+    base = ROOT / "results" / "validation"
+    for seed in range(67, 79):
+        c = json.loads((base / "v20" / "v20_clean5" / f"seed{seed}.json").read_text())["history"]
+        r = json.loads((base / "v19" / "v19_reference" / f"seed{seed}.json").read_text())["history"]
+        assert all(c[k][:10] == r[k][:10] for k in ("train_loss", "train_acc", "test_loss", "test_acc", "lr"))
+        assert c["train_loss"][10] != r["train_loss"][10]
+    pairs = [("v18_clean5", "v17_elastic24"), ("v20_clean5", "v19_reference")]
+    text = " ".join((base / "v20" / "README.md").read_text().split())
+    for stat, words in ((min, "the lowest epoch"), (statistics.mean, "the mean")):
+        found = re.search(r"paired delta ([+-]\d\.\d\d) \(SE (\d\.\d\d), n = 20\)", run.pooled(pairs, stat))
+        seeds, deltas = zip(*(run.paired_deltas(a, b, stat) for a, b in pairs))
+        flat = [d for ds in deltas for d in ds]
+        mean, se = statistics.mean(flat), statistics.stdev(flat) / len(flat) ** 0.5
+        assert f"{found[1]}" == f"{mean:+.2f}" and f"{found[2]}" == f"{se:.2f}"
+        assert f"{words} **{mean:+.3f} (SE {se:.3f}, {mean / se:.1f} SE)" in text, words
+
+
 def test_design_v15s_and_v16s_arms_differ_in_block_2_only():
     """v15's reference is design v12's Model_3 and recipe; its candidate has the same recipe and config, and a
     fourth 3x3 conv in block 2 (7,890 parameters, under the budget); seeds 47-54 hold out blocks 11 and 0-6."""
@@ -630,9 +651,10 @@ def test_design_v12s_validation_table_is_what_its_runs_give():
     ("v17", ("v13_reference", "v17_elastic24", "v17_elastic48"), str, range(39, 47)),
     ("v18", ("v17_elastic24", "v18_clean3", "v18_clean5"), str, range(39, 47)),
     ("v19", ("v19_reference", "v19_recalibrate_bn"), str, range(67, 79)),
+    ("v20", ("v19_reference", "v20_clean5"), str, range(67, 79)),
 ])
 def test_rotating_block_rounds_tables_are_what_their_runs_give(round_, arms, block_cell, seeds):
-    """results/validation/v13/ to v19/ READMEs, seed by seed: the held-out block, the arms' epochs 11-15 and the
+    """results/validation/v13/ to v20/ READMEs, seed by seed: the held-out block, the arms' epochs 11-15 and the
     paired deltas run.py prints (v14's reference is v13's runs); every run evaluated on its seed's block."""
     run = validation_driver()
     text = (ROOT / "results" / "validation" / round_ / "README.md").read_text()
