@@ -132,12 +132,12 @@ def test_each_design_named_seeds_no_earlier_design_had():
              "results/validation/v11/PLAN.md", "results/design_v12/PLAN.md", "results/validation/v13/PLAN.md",
              "results/validation/v14/PLAN.md", "results/validation/v15/PLAN.md", "results/validation/v16/PLAN.md",
              "results/PLAN.md", "results/validation/v18/PLAN.md", "results/validation/v19/PLAN.md",
-             "results/validation/v20/PLAN.md"]
+             "results/validation/v20/PLAN.md", "results/validation/v21/PLAN.md"]
     seeds = [set(planned_fresh_seeds(plan)) for plan in plans]
     seeds.append(set(range(4011, 4021)))  # design v6's plan names them for design v5's model (v6 adopted nothing)
     seeds.append(set(range(9941, 9951)))  # ten more for design v17's model (results/Model_3/more_seeds/README.md)
     seeds.append(set(range(9601, 9641)))  # the GPU check's seeds for design v12's model (results/gpu/README.md)
-    assert all(len(s) == 10 for s in seeds[:-1]) and len(set.union(*seeds)) == 250
+    assert all(len(s) == 10 for s in seeds[:-1]) and len(set.union(*seeds)) == 260
 
 
 # seeds a plan named for the model of the design before it, should the plan adopt nothing (it adopted nothing), or
@@ -525,7 +525,7 @@ def test_design_v17s_arms_add_elastic_distortion_only():
         for alpha in (24.0, 48.0):
             assert vars(run.config(f"v17_elastic{alpha:.0f}", seed)) == {**reference, "elastic": alpha,
                                                                           "elastic_sigma": 4.0}
-    later = ("v17", "v18", "v19", "v20")  # the rounds that train with design v17's elastic distortion
+    later = ("v17", "v18", "v19", "v20", "v21")  # the rounds that train with the elastic distortion
     assert all(run.config(arm, 1).elastic == 0.0 for arm in run.ARMS if run.ROUNDS[arm] not in later)
 
 
@@ -543,6 +543,8 @@ def test_design_v18s_arms_add_clean_epochs_only():
     assert all(run.config(arm, 1).clean_epochs == 0 for arm in run.ARMS if run.ROUNDS[arm] not in ("v18", "v20"))
     for seed in range(67, 79):  # design v20: v18's clean 5 again, against v19's reference runs on its new seeds
         assert vars(run.config("v20_clean5", seed)) == {**vars(run.config("v19_reference", seed)), "clean_epochs": 5}
+        # design v21: half design v17's elastic dose, against the same reference runs
+        assert vars(run.config("v21_elastic12", seed)) == {**vars(run.config("v19_reference", seed)), "elastic": 12.0}
 
 
 def test_design_v19s_arms_are_design_v17s_recipe_and_only_the_candidate_re_estimates():
