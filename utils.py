@@ -296,6 +296,13 @@ def held_out_images(n: int, holdout: int, block: int = -1) -> range:
     return range(block * holdout, (block + 1) * holdout)
 
 
+def training_index(n: int, holdout: int, block: int = -1) -> torch.Tensor:
+    """The indices, in order, of the first ``n`` training images that are not held out (:func:`held_out_images`):
+    the images a run trains on."""
+    held = held_out_images(n, holdout, block)
+    return torch.cat([torch.arange(held.start), torch.arange(held.stop, n)])
+
+
 def make_loaders(data_dir: str | Path = "data", pipeline: str = "device", batch_size: int = 128,
                  rotation: float = 0.0, seed: int = 0, device: torch.device | str = "cpu",
                  download: bool = True, subset: int | None = None, eval_batch_size: int = 1000,
@@ -322,7 +329,7 @@ def make_loaders(data_dir: str | Path = "data", pipeline: str = "device", batch_
     train_set = load_mnist(data_dir, True, download)
     n = len(train_set) if subset is None else min(subset, len(train_set))
     held_range = held_out_images(n, holdout, holdout_block)
-    fit_index = torch.cat([torch.arange(held_range.start), torch.arange(held_range.stop, n)])
+    fit_index = training_index(n, holdout, holdout_block)
     test_set = None if holdout else load_mnist(data_dir, False, download)
     n_test = 0 if test_set is None else len(test_set) if subset is None else min(subset, len(test_set))
 
@@ -445,8 +452,7 @@ def calibration_loader(cfg: Config, data_dir: str | Path = "data", device: torch
         return None
     train_set = load_mnist(data_dir, True, download)
     n = len(train_set) if subset is None else min(subset, len(train_set))
-    held = held_out_images(n, cfg.holdout, cfg.holdout_block)
-    index = torch.cat([torch.arange(held.start), torch.arange(held.stop, n)])[:cfg.recalibrate_bn]
+    index = training_index(n, cfg.holdout, cfg.holdout_block)[:cfg.recalibrate_bn]
     return DeviceLoader(train_set.data[index], train_set.targets[index], 1000, shuffle=False, device=device)
 
 
