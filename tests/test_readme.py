@@ -526,7 +526,7 @@ def test_design_v17s_arms_add_elastic_distortion_only():
         for alpha in (24.0, 48.0):
             assert vars(run.config(f"v17_elastic{alpha:.0f}", seed)) == {**reference, "elastic": alpha,
                                                                           "elastic_sigma": 4.0}
-    later = ("v17", "v18", "v19", "v20", "v21")  # the rounds that train with the elastic distortion
+    later = ("v17", "v18", "v19", "v20", "v21", "v22")  # the rounds that train with the elastic distortion
     assert all(run.config(arm, 1).elastic == 0.0 for arm in run.ARMS if run.ROUNDS[arm] not in later)
 
 
@@ -546,6 +546,23 @@ def test_design_v18s_arms_add_clean_epochs_only():
         assert vars(run.config("v20_clean5", seed)) == {**vars(run.config("v19_reference", seed)), "clean_epochs": 5}
         # design v21: half design v17's elastic dose, against the same reference runs
         assert vars(run.config("v21_elastic12", seed)) == {**vars(run.config("v19_reference", seed)), "elastic": 12.0}
+
+
+def test_design_v22s_arms_change_the_batch_or_block_1s_first_conv_only():
+    """v22's candidates, against v19's reference runs on seeds 67-78: batch 32 with everything else the reference's,
+    and the reference's recipe with block 1's first conv at 10 channels (7,752 parameters, every RF unchanged)."""
+    run = validation_driver()
+    for seed in range(67, 79):
+        reference = vars(run.config("v19_reference", seed))
+        assert vars(run.config("v22_batch32", seed)) == {**reference, "batch_size": 32}
+        assert vars(run.config("v22_block1_10", seed)) == reference
+    ref, wide = run.ARMS["v19_reference"][1](), run.ARMS["v22_block1_10"][1]()
+    assert run.ARMS["v22_batch32"][1] is run.ARMS["v19_reference"][1]
+    assert utils.count_parameters(wide) == 7752 < 8000
+    assert [r.rf for r in utils.receptive_field(wide)] == [r.rf for r in utils.receptive_field(ref)]
+    convs = [m for m in wide.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs][:2] == [10, 16] and convs[1].in_channels == 10
+    assert repr(wide.block2) == repr(ref.block2) and repr(wide.transition1) == repr(ref.transition1)
 
 
 def test_design_v19s_arms_are_design_v17s_recipe_and_only_the_candidate_re_estimates():

@@ -1,4 +1,4 @@
-"""The validation runs of designs v2 to v21: one arm (layers + recipe) and one seed per call.
+"""The validation runs of designs v2 to v22: one arm (layers + recipe) and one seed per call.
 
     OMP_NUM_THREADS=1 python results/validation/run.py ARM SEED --data-dir ../shared/mnist
     python results/validation/run.py --table v3      # a round's finished arms: per-seed means, mean +- std, loss
@@ -11,7 +11,7 @@ v2 to v12; from v13 on, block ``seed % 12`` of the twelve blocks of 5,000 (``hol
 round holds out other images and the spread of paired differences includes which images were held out. The test
 set is never loaded. Each arm is a model from ``model.py`` (or ``StagedNet`` with the layers a candidate
 needs) and a recipe from ``utils.RECIPES`` with the overrides named below. Writes ``<ROUND>/<ARM>/seed<SEED>.json``
-beside this file (``v2/`` to ``v21/``, the design the arm belongs to); a seed whose JSON exists is not run
+beside this file (``v2/`` to ``v22/``, the design the arm belongs to); a seed whose JSON exists is not run
 again. A run of a v19 candidate arm also writes its reference arm's file (``DERIVED``): the same weights scored
 without the re-estimation.
 """
@@ -34,6 +34,11 @@ import utils  # noqa: E402
 def design_v4_model() -> model.StagedNet:
     """Model_3 since design v4: Model_2's layers, dropout 0.02 after the transition and block 2, none in block 1."""
     return model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02, block1_dropout=False)
+
+
+def block1_10_model() -> model.StagedNet:
+    """Design v22's C2: design v4's model with block 1's first conv at 10 channels (7,752 parameters)."""
+    return model.StagedNet((10, 16), 8, (16, 16, 16), dropout=0.02, block1_dropout=False)
 
 
 def four_convs_model() -> model.StagedNet:
@@ -187,11 +192,17 @@ ARMS = {
     # seeds 67-78 against v19_reference's runs
     "v21_elastic12": ("the elastic distortion at alpha 12 instead of 24 (sigma 4)", design_v4_model, "Model_3",
                       {"elastic": 12.0}),
+    # design v22, step 3 (results/validation/v22/PLAN.md): more updates (batch 32) or more capacity (block 1's first
+    # conv at 10 channels), on v19's seeds 67-78 against v19_reference's runs
+    "v22_batch32": ("batch 32 instead of 64 (twice the steps; peak LR 0.1 and the per-step EMA decay 0.999 unchanged)",
+                    design_v4_model, "Model_3", {"batch_size": 32}),
+    "v22_block1_10": ("block 1's first conv at 10 channels instead of 8 (7,752 parameters)", block1_10_model,
+                      "Model_3", {}),
 }
 # a run of the key also gives the value's run: the same weights scored without the re-estimation
 DERIVED = {"v19_recalibrate_bn": "v19_reference", "v19_check": "v19_check_reference"}
 DESIGNS = ("v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11", "v12", "v13", "v14", "v15", "v16", "v17",
-           "v18", "v19", "v20", "v21")
+           "v18", "v19", "v20", "v21", "v22")
 ROUNDS = {arm: arm.split("_")[0] if arm.split("_")[0] in DESIGNS else "v2" for arm in ARMS}
 # what the recipes were when each round ran, where a later design changed them (Model_3's batch 128 -> 64 in v3,
 # bf16 training on the CPU in v5, the EMA in v7, random scaling in v12, elastic distortion in v17; v8 to v18 pin
@@ -211,9 +222,10 @@ RAN_WITH = {round_: {"scale": 0.0, "label_smoothing": 0.0, "elastic": 0.0, "clea
     "v18": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0},
     "v19": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0},
     "v20": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0},
-    "v21": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0}}.items()}
+    "v21": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0},
+    "v22": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0}}.items()}
 # rounds whose held-out block rotates with the seed: block seed % 12 of the twelve blocks of 5,000 images
-ROTATING_BLOCKS = {"v13", "v14", "v15", "v16", "v17", "v18", "v19", "v20", "v21"}
+ROTATING_BLOCKS = {"v13", "v14", "v15", "v16", "v17", "v18", "v19", "v20", "v21", "v22"}
 
 
 def config(arm: str, seed: int) -> utils.Config:
