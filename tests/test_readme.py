@@ -457,6 +457,54 @@ def test_paired_check_quotes_design_v12s_recipe_on_design_v17s_seeds():
     assert f"{passing(paired)} of 10 seeds passing at {mean_std(paired)}" in fresh_seeds
 
 
+def errors_script():
+    """``results/Model_3/errors.py`` as a module (it is a script, not a package)."""
+    spec = importlib.util.spec_from_file_location("errors", ROOT / "results" / "Model_3" / "errors.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_error_overlap_counts_wrong_images_per_seed_and_across_seeds():
+    """errors.py's counting on four images and three seeds, worked out by hand."""
+    labels = torch.tensor([0, 1, 2, 3])
+    counted = errors_script().overlap({7: torch.tensor([0, 1, 5, 9]), 8: torch.tensor([0, 4, 5, 3]),
+                                       9: torch.tensor([0, 4, 5, 9])}, labels)
+    assert counted["errors"] == {"7": 2, "8": 2, "9": 3} and counted["wrong"]["9"] == [1, 2, 3]
+    assert counted["missed_by_exactly"] == {"1": 0, "2": 2, "3": 1} and counted["missed_by_any"] == 3
+    assert counted["majority_vote_errors"] == 3  # image 1: 4 (two votes) against 1; image 3: 9 against 3
+    assert counted["missed_by_all"] == [{"index": 2, "label": 2, "predicted": [5, 5, 5]}]
+
+
+def test_errors_json_is_the_fresh_runs_last_epoch_and_the_readme_quotes_it():
+    """errors.json's per-seed counts are the epoch-15 accuracies the fresh runs recorded (the saved weights are
+    that epoch's), its overlap counts add up to them, and the Fresh seeds section quotes its numbers."""
+    found = json.loads((ROOT / "results" / "Model_3" / "errors.json").read_text())
+    fresh = runs(3)
+    assert sorted(map(int, found["errors"])) == sorted(fresh) == errors_script().SEEDS
+    for seed, n in found["errors"].items():
+        assert n == round(100 * (100 - fresh[int(seed)]["history"]["test_acc"][-1])) == len(found["wrong"][seed])
+    by_k = {int(k): n for k, n in found["missed_by_exactly"].items()}
+    total = sum(found["errors"].values())
+    assert sum(k * n for k, n in by_k.items()) == total and sum(by_k.values()) == found["missed_by_any"]
+    assert len(found["missed_by_all"]) == by_k[10]
+    assert all(len(set(m["predicted"])) == 1 for m in found["missed_by_all"])  # the same wrong answer on every seed
+    pairs = [(m["label"], m["predicted"][0]) for m in found["missed_by_all"]]
+    assert pairs.count((9, 4)) == 2 and (6, 1) in pairs and (1, 7) in pairs
+    text = " ".join(section_text("## Fresh seeds").split())
+    counts = sorted(found["errors"].values())
+    assert (f"{counts[0]}–{counts[-1]} errors per seed, {total} in all, on **{found['missed_by_any']} different "
+            f"images**. {by_k[10]} images are missed by all ten seeds") in text
+    most = sum(n for k, n in by_k.items() if k >= 6)
+    assert f"{most} are missed by six seeds or more, and {by_k[1]} by one seed only" in text
+    shared = sum(k * n for k, n in by_k.items() if k >= 6) / 10
+    assert (f"Of a seed's {total / 10} errors on average, {shared:.1f} are on images that six or more seeds miss "
+            f"and {total / 10 - shared:.1f} on images that most seeds get right") in text
+    vote = found["majority_vote_errors"]
+    assert f"would make {vote} errors ({100 - vote / 100:.2f} %), but that is ten models, 74,420" in text
+    assert 10 * utils.count_parameters(model.Model_3()) == 74420
+
+
 def test_flips_json_scores_the_paired_checks_saved_models_and_its_readme_quotes_it():
     """flips.json's per-seed accuracies are the epoch-15 accuracies both runs' JSONs recorded (the saved weights are
     those runs' last epoch), its flip counts add up to them, and the folder's README quotes its numbers."""

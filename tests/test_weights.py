@@ -79,6 +79,14 @@ def test_the_final_model_reaches_the_target(test_set):
     assert utils.evaluate(net, test_set, torch.device("cpu"))[1] >= utils.TARGET_ACC
 
 
+def test_errors_json_is_what_the_fresh_runs_saved_models_give(real_mnist):
+    """results/Model_3/errors.json, measured again from the ten fresh runs' weights and the test set."""
+    spec = importlib.util.spec_from_file_location("errors", RESULTS / "Model_3" / "errors.py")
+    errors = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(errors)
+    assert errors.measure(real_mnist) == json.loads((RESULTS / "Model_3" / "errors.json").read_text())
+
+
 def test_flips_json_is_what_the_paired_checks_saved_models_give(real_mnist):
     """results/design_v7/paired/flips.json, measured again from the twenty weights files and the test set."""
     spec = importlib.util.spec_from_file_location("flips", RESULTS / "design_v7" / "paired" / "flips.py")
