@@ -721,9 +721,10 @@ def test_design_v12s_validation_table_is_what_its_runs_give():
     ("v19", ("v19_reference", "v19_recalibrate_bn"), str, range(67, 79)),
     ("v20", ("v19_reference", "v20_clean5"), str, range(67, 79)),
     ("v21", ("v19_reference", "v21_elastic12"), str, range(67, 79)),
+    ("v22", ("v19_reference", "v22_batch32", "v22_block1_10"), str, range(67, 79)),
 ])
 def test_rotating_block_rounds_tables_are_what_their_runs_give(round_, arms, block_cell, seeds):
-    """results/validation/v13/ to v21/ READMEs, seed by seed: the held-out block, the arms' epochs 11-15 and the
+    """results/validation/v13/ to v22/ READMEs, seed by seed: the held-out block, the arms' epochs 11-15 and the
     paired deltas run.py prints (v14's reference is v13's runs); every run evaluated on its seed's block."""
     run = validation_driver()
     text = (ROOT / "results" / "validation" / round_ / "README.md").read_text()
