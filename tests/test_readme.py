@@ -233,9 +233,9 @@ def test_float32_check_is_design_v17s_recipe_in_float32_on_its_fresh_seeds_and_r
     count = f"{passing(dict(enumerate(counted)))} of {len(counted)}"
     assert (f"(design v17's fresh seeds, its ten more, its float32 check and its notebook run) {count} hold the "
             "target") in readme
-    headline = " ".join(README.split("## Contents")[0].split())
-    assert f"design v17 held the bar on **{passing(f32)} of 10** at {mean_std(f32)}" in headline
-    assert f"float32 minus bf16, seed by seed, {paired_delta(f32, fresh)})" in headline
+    story = " ".join(section_text("## How it got here, in short").split())
+    assert f"design v17 held the bar on **{passing(f32)} of 10** at {mean_std(f32)}" in story
+    assert f"float32 minus bf16, seed by seed, {paired_delta(f32, fresh)})" in story
 
 
 def test_rerun_of_the_first_fresh_pair_reproduces_it_exactly():
@@ -746,6 +746,36 @@ def test_rotating_block_rounds_tables_are_what_their_runs_give(round_, arms, blo
         assert f"**{found[0][1]} (SE {found[0][2]}) / {found[1][1]} (SE {found[1][2]})**" in flat, arm
 
 
+# the table of rounds after design v17 in "How it got here, in short": candidate arm, reference arm, and (v20) the
+# pair pooled with it
+AFTER_V17 = [("v18_clean5", "v17_elastic24", None), ("v18_clean3", "v17_elastic24", None),
+             ("v19_recalibrate_bn", "v19_reference", None),
+             ("v20_clean5", "v19_reference", ("v18_clean5", "v17_elastic24")),
+             ("v21_elastic12", "v19_reference", None), ("v22_batch32", "v19_reference", None),
+             ("v22_block1_10", "v19_reference", None)]
+
+
+def test_the_rounds_after_design_v17_table_is_what_their_runs_give():
+    """Each row of the table of rounds that adopted nothing after design v17: the paired deltas (lowest epoch, mean)
+    and their SEs, to three decimals, from the committed runs (v20's row pooled with v18's seeds)."""
+    run = validation_driver()
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in section_text("## How it got here, in short").splitlines() if line.startswith("| [v")]
+    assert len(rows) == len(AFTER_V17)
+    for row, (arm, reference, pooled_with) in zip(rows, AFTER_V17):
+        assert row[0].startswith(f"[{run.ROUNDS[arm]}](results/validation/{run.ROUNDS[arm]}/)")
+        cells = []
+        for stat in (min, statistics.mean):
+            seeds, deltas = run.paired_deltas(arm, reference, stat)
+            if pooled_with:
+                deltas = deltas + run.paired_deltas(*pooled_with, stat)[1]
+            assert len(deltas) == {39: 8}.get(seeds[0], 12) + (8 if pooled_with else 0)
+            se = statistics.stdev(deltas) / len(deltas) ** 0.5
+            cells.append(f"{statistics.mean(deltas):+.3f} (SE {se:.3f})".replace("-", "−"))
+        assert row[3:5] == cells, arm
+        assert row[2].startswith(f"{seeds[0]}–{seeds[-1]}")
+
+
 def test_validation_driver_rejects_a_bad_compare_in_one_line():
     done = subprocess.run([sys.executable, "results/validation/run.py", "--compare", "v4_head24", "no_such_arm"],
                           cwd=ROOT, capture_output=True, text=True)
@@ -820,8 +850,8 @@ def test_gpu_check_is_design_v12s_recipe_on_its_named_seeds_in_order_and_reporte
     assert level in flat and f"**mean of the last five epochs {mean_std(checks)}** (n = 18)" in flat
     readme = " ".join(section_text("## Fresh seeds").split())
     assert f"**{passing(checks)} of 18 seeds passing, {mean_std(checks)}** (n = 18)" in readme
-    head = " ".join(README.split("## Contents", 1)[0].split())
-    assert f"held the bar on **{passing(checks)} of 18**, {mean_std(checks)}" in head
+    story = " ".join(section_text("## How it got here, in short").split())
+    assert f"held the bar on **{passing(checks)} of 18**, {mean_std(checks)}" in story
 
 
 def test_speed_on_a_gpu_quotes_the_committed_gpu_runs():
