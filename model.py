@@ -179,8 +179,10 @@ class Model_3(StagedNet):
     evaluation (v19: +0.008 on the mean, +0.012 on the lowest epoch, SE 0.01 each, 12 new seeds) and the last 5
     clean epochs again on those seeds (v20, pooled with v18's, n = 20: +0.011 on the mean, +0.012 on the lowest
     epoch, SE 0.01 each) and the elastic distortion at alpha 12 (v21: +0.017 on the mean, +0.028 on the lowest
-    epoch, SE 0.03 each): every paired delta within +-0.04 but label smoothing's -0.12 (results/validation/v8/
-    to v16/ and v18/ to v21/, each with its plan).
+    epoch, SE 0.03 each) and batch 32 or block 1's first conv at 10 channels (v22: -0.008 and +0.002 on the mean,
+    +0.005 and +0.010 on the lowest epoch, SE 0.02-0.03; each also not adopted on three seeds in design v5 or
+    v4): every paired delta within +-0.04 but label smoothing's -0.12 (results/validation/v8/ to v16/ and v18/
+    to v22/, each with its plan).
 
     Stages: Model_2's.
     """
