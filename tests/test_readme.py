@@ -1,6 +1,7 @@
 """The README's numbers are the committed runs' numbers."""
 from __future__ import annotations
 
+import collections
 import dataclasses
 import importlib.util
 import json
@@ -498,8 +499,14 @@ def test_errors_json_is_the_fresh_runs_last_epoch_and_the_readme_quotes_it():
     most = sum(n for k, n in by_k.items() if k >= 6)
     assert f"{most} are missed by six seeds or more, and {by_k[1]} by one seed only" in text
     shared = sum(k * n for k, n in by_k.items() if k >= 6) / 10
+    times = collections.Counter(i for images in found["wrong"].values() for i in images)
+    hard = [sum(times[i] >= 6 for i in images) for images in found["wrong"].values()]
+    rest = [len(images) - h for images, h in zip(found["wrong"].values(), hard)]
     assert (f"Of a seed's {total / 10} errors on average, {shared:.1f} are on images that six or more seeds miss "
-            f"and {total / 10 - shared:.1f} on images that most seeds get right") in text
+            f"({min(hard)}–{max(hard)} per seed) and {total / 10 - shared:.1f} on images that five or fewer seeds "
+            f"miss ({min(rest)}–{max(rest)} per seed): most of the spread between seeds ({counts[0]}–{counts[-1]} "
+            f"errors at epoch 15, {100 - counts[-1] / 100:.2f}–{100 - counts[0] / 100:.2f} %)") in text
+    assert max(hard) - min(hard) < max(rest) - min(rest)
     vote = found["majority_vote_errors"]
     assert f"would make {vote} errors ({100 - vote / 100:.2f} %), but that is ten models, 74,420" in text
     assert 10 * utils.count_parameters(model.Model_3()) == 74420
