@@ -2,6 +2,7 @@ VENV ?= .venv
 PYTHON ?= python3
 DATA ?= data
 STEPS ?= 1 2 3
+THREADS ?= 1
 PY := $(VENV)/bin/python
 
 .PHONY: train test notebooks clean
@@ -36,8 +37,10 @@ NB_CLEAN = import nbformat, sys; nb = nbformat.read(sys.argv[1], 4); nb.metadata
 	  ["\# " + l for l in c.source.splitlines()[1:]])) for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]; \
 	nbformat.write(nb, sys.argv[1])
 
-## make notebooks [DATA=...]: execute the three notebooks in place (full runs; results/ and assets/ refreshed)
+## make notebooks [DATA=...] [THREADS=...]: execute the three notebooks in place (full runs; results/ and assets/
+## refreshed), each with THREADS CPU threads, 1 by default as the committed executions ran: on a CPU a training
+## run's numbers can depend on the thread count
 notebooks: $(VENV)/.dev
 	for n in $(STEPS); do \
-	  $(PY) -m papermill --cwd . -k python3 S7_Step$$n.ipynb S7_Step$$n.ipynb -p DATA_DIR $(DATA) -p SAVE True \
+	  OMP_NUM_THREADS=$(THREADS) $(PY) -m papermill --cwd . -k python3 S7_Step$$n.ipynb S7_Step$$n.ipynb -p DATA_DIR $(DATA) -p SAVE True \
 	  && $(PY) -c '$(NB_CLEAN)' S7_Step$$n.ipynb || exit 1; done
