@@ -42,5 +42,6 @@ NB_CLEAN = import nbformat, sys; nb = nbformat.read(sys.argv[1], 4); nb.metadata
 ## run's numbers can depend on the thread count
 notebooks: $(VENV)/.dev
 	for n in $(STEPS); do \
-	  OMP_NUM_THREADS=$(THREADS) $(PY) -m papermill --cwd . -k python3 S7_Step$$n.ipynb S7_Step$$n.ipynb -p DATA_DIR $(DATA) -p SAVE True \
+	  OMP_NUM_THREADS=$(THREADS) $(PY) -m papermill --cwd . -k python3 S7_Step$$n.ipynb S7_Step$$n.ipynb \
+	    -p DATA_DIR $(DATA) -p SAVE True \
 	  && $(PY) -c '$(NB_CLEAN)' S7_Step$$n.ipynb || exit 1; done

@@ -1,6 +1,7 @@
 """Shared fixtures: small MNIST-format files written to a temp folder, so the real loading code is tested."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import struct
 import sys
@@ -11,6 +12,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+def load_script(relative: str, name: str):
+    """A script of the repository (``results/.../*.py``: scripts, not a package) as a module named ``name``."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / relative)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 RAW_NAMES = {True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import importlib.util
 import json
 import re
 import statistics
@@ -15,7 +14,7 @@ import torch
 
 import model
 import utils
-from conftest import ROOT
+from conftest import ROOT, load_script
 
 README = (ROOT / "README.md").read_text()
 
@@ -331,10 +330,7 @@ def test_receptive_field_table_is_the_computed_one():
 
 def validation_driver():
     """``results/validation/run.py`` as a module (it is a script, not a package)."""
-    spec = importlib.util.spec_from_file_location("validation_run", ROOT / "results" / "validation" / "run.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("results/validation/run.py", "validation_run")
 
 
 # step 3's ablation table, row by row: the arm and the arm its paired delta is taken against
@@ -460,10 +456,7 @@ def test_paired_check_quotes_design_v12s_recipe_on_design_v17s_seeds():
 
 def errors_script():
     """``results/Model_3/errors.py`` as a module (it is a script, not a package)."""
-    spec = importlib.util.spec_from_file_location("errors", ROOT / "results" / "Model_3" / "errors.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("results/Model_3/errors.py", "errors")
 
 
 def test_error_overlap_counts_wrong_images_per_seed_and_across_seeds():
@@ -930,9 +923,7 @@ def test_gpu_calls_finished_a_prefix_of_queue_pys_fixed_order():
     """Nothing was skipped or reordered by what a run showed: the two calls finished the two solo jobs, then the
     first jobs of queue.py's pool order (the order its README describes), and the second call's unstarted jobs are
     the rest of that order."""
-    spec = importlib.util.spec_from_file_location("gpu_queue", ROOT / "results" / "gpu" / "queue.py")
-    queue = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(queue)
+    queue = load_script("results/gpu/queue.py", "gpu_queue")
     pool = [name for name, _, _ in queue.pool_jobs("data")]
     assert pool[:13] == [f"check_{s}" for s in range(9601, 9611)] + ["v15_reference_47", "v15_four_convs_47",
                                                                       "check_9611"]

@@ -7,7 +7,6 @@ compared with a tolerance; none is committed.)
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 
@@ -16,7 +15,7 @@ import torch
 
 import model
 import utils
-from conftest import ROOT
+from conftest import ROOT, load_script
 
 RESULTS = ROOT / "results"
 FINAL = RESULTS / "Model_3" / "Model_3_seed9801.pt"  # declared in results/PLAN.md before the runs
@@ -81,15 +80,11 @@ def test_the_final_model_reaches_the_target(test_set):
 
 def test_errors_json_is_what_the_fresh_runs_saved_models_give(real_mnist):
     """results/Model_3/errors.json, measured again from the ten fresh runs' weights and the test set."""
-    spec = importlib.util.spec_from_file_location("errors", RESULTS / "Model_3" / "errors.py")
-    errors = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(errors)
+    errors = load_script("results/Model_3/errors.py", "errors")
     assert errors.measure(real_mnist) == json.loads((RESULTS / "Model_3" / "errors.json").read_text())
 
 
 def test_flips_json_is_what_the_paired_checks_saved_models_give(real_mnist):
     """results/design_v7/paired/flips.json, measured again from the twenty weights files and the test set."""
-    spec = importlib.util.spec_from_file_location("flips", RESULTS / "design_v7" / "paired" / "flips.py")
-    flips = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(flips)
+    flips = load_script("results/design_v7/paired/flips.py", "flips")
     assert flips.measure(real_mnist) == json.loads((RESULTS / "design_v7" / "paired" / "flips.json").read_text())
