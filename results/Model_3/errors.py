@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
@@ -30,7 +31,7 @@ def overlap(predictions: dict[int, torch.Tensor], labels: torch.Tensor) -> dict:
     wrong (k = 1..n), and the errors of the seeds' majority vote (ties go to the smallest class)."""
     wrong = {seed: (p != labels).nonzero().flatten().tolist() for seed, p in predictions.items()}
     times = collections.Counter(i for images in wrong.values() for i in images)
-    votes = torch.stack([torch.bincount(c, minlength=10) for c in torch.stack(list(predictions.values()), 1)])
+    votes = F.one_hot(torch.stack(list(predictions.values()), 1), 10).sum(1)  # images x classes
     always = sorted(i for i, k in times.items() if k == len(predictions))
     return {"errors": {str(seed): len(images) for seed, images in wrong.items()},
             "missed_by_exactly": {str(k): sum(v == k for v in times.values()) for k in range(1, len(wrong) + 1)},
