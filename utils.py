@@ -392,7 +392,8 @@ class Config:
     nesterov: bool = False     # Nesterov momentum
     weight_decay: float = 0.0
     schedule: str = "constant"  # "constant" | "onecycle" (stepped per batch) | "step" (per epoch)
-    hold_epochs: int = 0       # onecycle: the last N epochs train at the cycle's final LR (lr / 100)
+    hold_epochs: int = 0       # onecycle: the last N epochs train at the cycle's final LR (lr / 100, or final_lr)
+    final_lr: float = 0.0      # onecycle: > 0: the LR the cycle anneals to, and the hold keeps, instead of lr / 100
     rotation: float = 0.0      # degrees; each training image gets its own angle in [-rotation, rotation]
     translation: float = 0.0   # > 0: each training image is also shifted by up to this fraction of its size
     scale: float = 0.0         # > 0: each training image is also scaled by its own factor in [1 - scale, 1 + scale]
@@ -484,8 +485,13 @@ def make_optimizer(model: nn.Module, cfg: Config, steps_per_epoch: int):
         # OneCycleLR divides by zero with fewer than two warm-up steps: smoke runs of < 10 steps warm up longer,
         # and a run of one or two steps follows the start of a 3-step cycle
         total = max(3, total)
+        if not 0 <= cfg.final_lr < cfg.lr:
+            raise ValueError(f"final_lr must be >= 0 and below the peak LR {cfg.lr} (0: lr / 100), "
+                             f"got {cfg.final_lr}")
+        # lr/25 -> lr -> lr/100, or -> final_lr (OneCycleLR ends at its start LR / final_div_factor)
+        final_div = cfg.lr / 25 / cfg.final_lr if cfg.final_lr else 4
         return opt, OneCycleThenHold(opt, max_lr=cfg.lr, total_steps=total, pct_start=max(0.2, 2 / total),
-                                     div_factor=25, final_div_factor=4)  # lr/25 -> lr -> lr/100
+                                     div_factor=25, final_div_factor=final_div)
     if cfg.schedule == "step":
         return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, cfg.epochs // 3), gamma=0.1)
     raise ValueError(f"unknown schedule {cfg.schedule!r}: use 'constant', 'onecycle' or 'step'")

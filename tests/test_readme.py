@@ -133,12 +133,12 @@ def test_each_design_named_seeds_no_earlier_design_had():
              "results/validation/v14/PLAN.md", "results/validation/v15/PLAN.md", "results/validation/v16/PLAN.md",
              "results/PLAN.md", "results/validation/v18/PLAN.md", "results/validation/v19/PLAN.md",
              "results/validation/v20/PLAN.md", "results/validation/v21/PLAN.md",
-             "results/validation/v22/PLAN.md"]
+             "results/validation/v22/PLAN.md", "results/validation/v23/PLAN.md"]
     seeds = [set(planned_fresh_seeds(plan)) for plan in plans]
     seeds.append(set(range(4011, 4021)))  # design v6's plan names them for design v5's model (v6 adopted nothing)
     seeds.append(set(range(9941, 9951)))  # ten more for design v17's model (results/Model_3/more_seeds/README.md)
     seeds.append(set(range(9601, 9641)))  # the GPU check's seeds for design v12's model (results/gpu/README.md)
-    assert all(len(s) == 10 for s in seeds[:-1]) and len(set.union(*seeds)) == 270
+    assert all(len(s) == 10 for s in seeds[:-1]) and len(set.union(*seeds)) == 280
 
 
 # seeds a plan named for the model of the design before it, should the plan adopt nothing (it adopted nothing), or
@@ -574,7 +574,7 @@ def test_design_v17s_arms_add_elastic_distortion_only():
         for alpha in (24.0, 48.0):
             assert vars(run.config(f"v17_elastic{alpha:.0f}", seed)) == {**reference, "elastic": alpha,
                                                                           "elastic_sigma": 4.0}
-    later = ("v17", "v18", "v19", "v20", "v21", "v22")  # the rounds that train with the elastic distortion
+    later = ("v17", "v18", "v19", "v20", "v21", "v22", "v23")  # the rounds that train with the elastic distortion
     assert all(run.config(arm, 1).elastic == 0.0 for arm in run.ARMS if run.ROUNDS[arm] not in later)
 
 
@@ -611,6 +611,19 @@ def test_design_v22s_arms_change_the_batch_or_block_1s_first_conv_only():
     convs = [m for m in wide.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [c.out_channels for c in convs][:2] == [10, 16] and convs[1].in_channels == 10
     assert repr(wide.block2) == repr(ref.block2) and repr(wide.transition1) == repr(ref.transition1)
+
+
+def test_design_v23s_arms_change_the_cycles_final_lr_only():
+    """v23's candidates, against v19's reference runs on seeds 67-78: the reference's model and recipe with the cycle
+    ending at (and the hold keeping) 0.0003 or 0.003 instead of lr / 100; every earlier round pins the default."""
+    run = validation_driver()
+    for seed in range(67, 79):
+        reference = vars(run.config("v19_reference", seed))
+        assert reference["final_lr"] == 0.0 and reference["lr"] / 100 == pytest.approx(0.001)
+        for final in (0.0003, 0.003):
+            assert vars(run.config(f"v23_final_lr{final}", seed)) == {**reference, "final_lr": final}
+            assert run.ARMS[f"v23_final_lr{final}"][1] is run.ARMS["v19_reference"][1]
+    assert all(run.config(arm, 1).final_lr == 0.0 for arm in run.ARMS if run.ROUNDS[arm] != "v23")
 
 
 def test_design_v19s_arms_are_design_v17s_recipe_and_only_the_candidate_re_estimates():

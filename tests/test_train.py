@@ -131,6 +131,24 @@ def test_onecycle_ends_after_the_cycle_epochs_and_then_holds_its_final_lr():
     assert max(lr_per_step(utils.recipe("Model_3", epochs=2), 10)) == pytest.approx(cfg.lr, rel=1e-2)
 
 
+def test_final_lr_moves_only_the_end_of_the_cycle_and_the_hold():
+    """``Config.final_lr`` (design v23's candidates): the same start and peak, the anneal ending at final_lr and the
+    hold keeping it; 0 is the cycle's default end, lr / 100; a value at or above the peak, or below 0, is refused."""
+    cfg = utils.recipe("Model_3")
+    default = lr_per_step(cfg, 10)
+    assert lr_per_step(utils.recipe("Model_3", final_lr=cfg.lr / 100), 10) == pytest.approx(default)
+    cycle = (cfg.epochs - cfg.hold_epochs) * 10
+    for final in (0.0003, 0.003):
+        lrs = lr_per_step(utils.recipe("Model_3", final_lr=final), 10)
+        peak = lrs.index(max(lrs))
+        assert lrs[:peak + 1] == pytest.approx(default[:peak + 1])
+        assert lrs[cycle - 1:] == pytest.approx([final] * (len(lrs) - cycle + 1))
+        assert all(a >= b for a, b in zip(lrs[peak:cycle], lrs[peak + 1:cycle]))
+    for bad in (-0.001, cfg.lr, 2 * cfg.lr):
+        with pytest.raises(ValueError, match="final_lr must be >= 0 and below the peak LR"):
+            utils.make_optimizer(tiny_net(), utils.recipe("Model_3", final_lr=bad), 10)
+
+
 def test_onecycle_cycles_the_momentum_against_the_lr_and_nesterov_reaches_sgd():
     """make_optimizer's docstring and the README: under OneCycle the printed momentum=0.9 is not used."""
     cfg = utils.recipe("Model_3")
