@@ -181,8 +181,10 @@ class Model_3(StagedNet):
     epoch, SE 0.01 each) and the elastic distortion at alpha 12 (v21: +0.017 on the mean, +0.028 on the lowest
     epoch, SE 0.03 each) and batch 32 or block 1's first conv at 10 channels (v22: -0.008 and +0.002 on the mean,
     +0.005 and +0.010 on the lowest epoch, SE 0.02-0.03; each also not adopted on three seeds in design v5 or
-    v4): every paired delta within +-0.04 but label smoothing's -0.12 (results/validation/v8/ to v16/ and v18/
-    to v22/, each with its plan).
+    v4) and the cycle ending at, and the hold keeping, LR 0.0003 or 0.003 instead of 0.001 (v23: -0.039 and
+    -0.005 on the mean, -0.027 and -0.002 on the lowest epoch, SE 0.01 each; the lower end's runs were as much
+    lower in epoch 10, before the hold): every paired delta within +-0.04 but label smoothing's -0.12
+    (results/validation/v8/ to v16/ and v18/ to v23/, each with its plan).
 
     Stages: Model_2's.
     """
