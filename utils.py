@@ -488,10 +488,11 @@ def make_optimizer(model: nn.Module, cfg: Config, steps_per_epoch: int):
         if not 0 <= cfg.final_lr < cfg.lr:
             raise ValueError(f"final_lr must be >= 0 and below the peak LR {cfg.lr} (0: lr / 100), "
                              f"got {cfg.final_lr}")
-        # lr/25 -> lr -> lr/100, or -> final_lr (OneCycleLR ends at its start LR / final_div_factor)
-        final_div = cfg.lr / 25 / cfg.final_lr if cfg.final_lr else 4
+        # lr/25 -> lr -> lr/100, or -> final_lr (OneCycleLR ends at its start LR, lr / div_factor, / final_div_factor)
+        start_div = 25
+        final_div = cfg.lr / start_div / cfg.final_lr if cfg.final_lr else 4
         return opt, OneCycleThenHold(opt, max_lr=cfg.lr, total_steps=total, pct_start=max(0.2, 2 / total),
-                                     div_factor=25, final_div_factor=final_div)
+                                     div_factor=start_div, final_div_factor=final_div)
     if cfg.schedule == "step":
         return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, cfg.epochs // 3), gamma=0.1)
     raise ValueError(f"unknown schedule {cfg.schedule!r}: use 'constant', 'onecycle' or 'step'")
