@@ -96,8 +96,7 @@ def precision_label(dtype: torch.dtype) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = train.Parser(description="Time the device-resident and the conventional pipeline side by side.",
-                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = train.Parser(description="Time the device-resident and the conventional pipeline side by side.")
     p.add_argument("--model", default="Model_3", choices=train.MODELS, help="architecture from model.py")
     p.add_argument("--epochs", type=train.positive(int), default=3, help="timed epochs per pipeline")
     p.add_argument("--batch-size", type=train.positive(int), help="training batch size (default: the recipe's)")

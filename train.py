@@ -30,7 +30,19 @@ import utils
 MODELS = ("Model_1", "Model_2", "Model_3")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` adds "(default: X)" only where X is a value: options whose default is the recipe's (None here)
+    say so in their own help."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 class Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # one line, exit 2: no usage dump
         self.exit(2, f"{self.prog}: error: {message}\n")
 
@@ -73,8 +85,7 @@ SMOOTHING = number(float, 0, 1, "must be at least 0 and below 1 (0: no label smo
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(description="Train an S7 MNIST model; defaults come from the model's recipe (utils.RECIPES).",
-                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(description="Train an S7 MNIST model; defaults come from the model's recipe (utils.RECIPES).")
     p.add_argument("--model", choices=MODELS,
                    help="architecture from model.py (default: Model_3; with --evaluate, the one the weights fit)")
     p.add_argument("--epochs", type=positive(int), help="epochs (recipe: 15)")

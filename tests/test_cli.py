@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import bench
 import model
 import train
 import utils
@@ -251,3 +252,12 @@ def test_recipe_overrides_reach_the_run_record(mnist_root, tmp_path, capsys):
     record = json.loads((tmp_path / "bn" / "Model_3_seed1.json").read_text())
     assert record["config"]["recalibrate_bn"] == 50
     assert len(record["history"]["uncalibrated_test_acc"]) == len(record["history"]["test_acc"])
+
+
+@pytest.mark.parametrize("parser", [train.build_parser, bench.build_parser])
+def test_help_shows_a_default_only_where_there_is_one(parser):
+    """Options whose default is the recipe's have ``None`` as their argparse default and say so in their own help;
+    ``--help`` must not add "(default: None)" after that, and still gives the defaults that are values."""
+    text = " ".join(parser().format_help().split())
+    assert "default: None" not in text
+    assert "(default: data)" in text
