@@ -45,7 +45,7 @@ def test_notebook_is_a_complete_real_run(step):
     for title in ("Target", "Result", "Analysis"):
         assert section(head, title).strip(), title
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert all(c.execution_count for c in code), "not executed top to bottom"
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), "not executed top to bottom"
     assert not [o for c in code for o in c.outputs if o.output_type == "error"]
     assert "widgets" not in nb.metadata and "papermill" not in nb.metadata
     assert not [c for c in nb.cells if "execution" in c.metadata], "timestamps left in the cell metadata"

@@ -365,7 +365,7 @@ def paired_delta(runs_a: dict[int, dict], runs_b: dict[int, dict]) -> str:
     """``a - b`` seed by seed over ``b``'s seeds, as the README quotes it: ``+0.02 (SE 0.02, n = 10``."""
     diffs = [last5_mean(runs_a[s]) - last5_mean(runs_b[s]) for s in sorted(runs_b)]
     se = statistics.stdev(diffs) / len(diffs) ** 0.5
-    return f"{statistics.mean(diffs):+.2f} (SE {se:.2f}, n = {len(diffs)}"
+    return f"{statistics.mean(diffs):+.2f} (SE {se:.2f}, n = {len(diffs)}".replace("-", "−")
 
 
 def test_paired_check_quotes_design_v3s_model_on_design_v4s_seeds():
@@ -377,7 +377,7 @@ def test_paired_check_quotes_design_v3s_model_on_design_v4s_seeds():
         assert record["parameters"] == 7442 and len(record["history"]["test_acc"]) == 15
     text = " ".join(section_text("## Fresh seeds").split())
     assert f"{mean_std(paired)} ({passing(paired)} of {len(paired)} seeds passing)" in text
-    assert paired_delta(fresh, paired) in text
+    assert f"design v4 minus design v3, seed by seed, {paired_delta(fresh, paired)}" in text
 
 
 def test_paired_check_quotes_design_v4s_float32_runs_on_design_v5s_seeds():
@@ -390,7 +390,7 @@ def test_paired_check_quotes_design_v4s_float32_runs_on_design_v5s_seeds():
         assert record["evaluated_on"] == "test set" and len(record["history"]["test_acc"]) == 15
     text = " ".join(section_text("## Fresh seeds").split())
     assert f"{mean_std(paired)}, {passing(paired)} of {len(paired)} seeds passing" in text
-    assert paired_delta(fresh, paired) in text
+    assert f"bf16 minus float32 there, seed by seed: {paired_delta(fresh, paired)}" in text
 
 
 def test_paired_check_quotes_design_v5s_recipe_without_the_ema_on_design_v7s_seeds():
@@ -404,7 +404,7 @@ def test_paired_check_quotes_design_v5s_recipe_without_the_ema_on_design_v7s_see
         assert record["evaluated_on"] == "test set" and len(record["history"]["test_acc"]) == 15
     text = " ".join(section_text("## Fresh seeds").split())
     assert f"{mean_std(paired)}, {passing(paired)} of {len(paired)} seeds passing" in text
-    assert paired_delta(fresh, paired) in text
+    assert f"With minus without, seed by seed: {paired_delta(fresh, paired)}" in text
 
 
 def test_paired_check_quotes_design_v7s_recipe_on_design_v12s_seeds():
@@ -424,7 +424,7 @@ def test_paired_check_quotes_design_v7s_recipe_on_design_v12s_seeds():
         acc = rec["history"]["test_acc"][-5:]
         assert row[1:4] == [" ".join(f"{a:.2f}" for a in acc), f"{min(acc):.2f}", f"{sum(acc) / 5:.2f}"]
         assert row[5] == f"{last5_mean(fresh[int(row[0])]):.2f}"
-    delta = paired_delta(fresh, paired).replace("-", "−")
+    delta = paired_delta(fresh, paired)
     stated = f"{passing(paired)} of 10 seeds passing at {mean_std(paired)}"
     for text in (" ".join(section_text("## Fresh seeds").split()), " ".join(folder.split())):
         assert delta in text
@@ -448,7 +448,7 @@ def test_paired_check_quotes_design_v12s_recipe_on_design_v17s_seeds():
         assert row[1:4] == [" ".join(f"{a:.2f}" for a in acc), f"{min(acc):.2f}", f"{sum(acc) / 5:.2f}"]
         assert row[4] == ("yes" if min(acc) >= 99.4 else "**no**")
         assert row[5] == f"{last5_mean(fresh[int(row[0])]):.2f}"
-    delta = paired_delta(fresh, paired).replace("-", "−")
+    delta = paired_delta(fresh, paired)
     fresh_seeds = " ".join(section_text("## Fresh seeds").split())
     assert delta in fresh_seeds and delta in " ".join(folder.split())
     assert f"{passing(paired)} of 10 seeds passing at {mean_std(paired)}" in fresh_seeds

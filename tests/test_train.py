@@ -217,9 +217,15 @@ def test_real_mnist_trains_well_above_chance(real_mnist):
 
 @pytest.mark.parametrize("steps", [1, 2, 5, 9])
 def test_a_very_short_onecycle_run_still_steps_through_its_schedule(steps):
-    """A smoke run of a few batches (e.g. subset=300) must not crash inside OneCycleLR."""
-    lrs = lr_per_step(utils.recipe("Model_3", epochs=1), steps)
-    assert len(lrs) >= steps and all(0 < lr <= 0.1 for lr in lrs)
+    """A smoke run of a few batches (e.g. subset=300) must not crash inside OneCycleLR, and still runs the cycle:
+    from lr / 25 up to the peak in its second step, and (from three steps on) down to lr / 100 in its last."""
+    cfg = utils.recipe("Model_3", epochs=1)
+    lrs = lr_per_step(cfg, steps)
+    assert len(lrs) == steps and all(0 < lr <= cfg.lr for lr in lrs) and lrs[0] == pytest.approx(cfg.lr / 25)
+    if steps > 1:
+        assert lrs[1] == pytest.approx(cfg.lr)
+    if steps > 2:
+        assert lrs[-1] == pytest.approx(cfg.lr / 100) and lrs[1:] == sorted(lrs[1:], reverse=True)
 
 
 @pytest.mark.parametrize("bf16, device, native, expected", [
@@ -269,7 +275,9 @@ def test_bf16_training_computes_convs_in_bf16_and_keeps_weights_and_evaluation_f
     assert set(train_dtypes[:half]) == {torch.float32} and set(train_dtypes[half:]) == {torch.bfloat16}
     assert eval_dtypes == {torch.float32}
     assert runs[torch.bfloat16].train_loss != runs[torch.float32].train_loss  # the arithmetic did change
-    assert all(abs(a - b) < 0.5 for a, b in zip(runs[torch.bfloat16].train_loss, runs[torch.float32].train_loss))
+    # the same training, rounded: measured 2.041 against 2.036 here; a bf16 path that stopped learning would sit
+    # near ln 10 = 2.30
+    assert all(abs(a - b) < 0.05 for a, b in zip(runs[torch.bfloat16].train_loss, runs[torch.float32].train_loss))
 
 
 def test_ema_scores_and_keeps_the_moving_average_of_the_weights(mnist_root):
