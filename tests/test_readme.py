@@ -133,12 +133,13 @@ def test_each_design_named_seeds_no_earlier_design_had():
              "results/validation/v14/PLAN.md", "results/validation/v15/PLAN.md", "results/validation/v16/PLAN.md",
              "results/PLAN.md", "results/validation/v18/PLAN.md", "results/validation/v19/PLAN.md",
              "results/validation/v20/PLAN.md", "results/validation/v21/PLAN.md",
-             "results/validation/v22/PLAN.md", "results/validation/v23/PLAN.md", "results/validation/v24/PLAN.md"]
+             "results/validation/v22/PLAN.md", "results/validation/v23/PLAN.md", "results/validation/v24/PLAN.md",
+             "results/validation/v25/PLAN.md"]
     seeds = [set(planned_fresh_seeds(plan)) for plan in plans]
     seeds.append(set(range(4011, 4021)))  # design v6's plan names them for design v5's model (v6 adopted nothing)
     seeds.append(set(range(9941, 9951)))  # ten more for design v17's model (results/Model_3/more_seeds/README.md)
     seeds.append(set(range(9601, 9641)))  # the GPU check's seeds for design v12's model (results/gpu/README.md)
-    assert all(len(s) == 10 for s in seeds[:-1]) and len(set.union(*seeds)) == 290
+    assert all(len(s) == 10 for s in seeds[:-1]) and len(set.union(*seeds)) == 300
 
 
 # seeds a plan named for the model of the design before it, should the plan adopt nothing (it adopted nothing), or
@@ -574,7 +575,7 @@ def test_design_v17s_arms_add_elastic_distortion_only():
         for alpha in (24.0, 48.0):
             assert vars(run.config(f"v17_elastic{alpha:.0f}", seed)) == {**reference, "elastic": alpha,
                                                                           "elastic_sigma": 4.0}
-    later = ("v17", "v18", "v19", "v20", "v21", "v22", "v23", "v24")  # the rounds that train with the elastic distortion
+    later = ("v17", "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25")  # the rounds that train with the elastic distortion
     assert all(run.config(arm, 1).elastic == 0.0 for arm in run.ARMS if run.ROUNDS[arm] not in later)
 
 
@@ -626,22 +627,24 @@ def test_design_v23s_arms_change_the_cycles_final_lr_only():
     assert all(run.config(arm, 1).final_lr == 0.0 for arm in run.ARMS if run.ROUNDS[arm] != "v23")
 
 
-def test_design_v24s_arms_are_design_v17s_recipe_on_new_seeds_with_less_rotation():
-    """v24's reference is design v17's Model_3 and recipe on the new seeds 79-90 (each block once); its candidates
-    change the rotation's range only (3.5 deg and none); every step-3 arm of the earlier rounds rotated by 7 deg (of
-    v2's, all but the schedule-only arm that measured the rotation's effect)."""
+@pytest.mark.parametrize("round_, seeds, candidates", [("v24", range(79, 91), (3.5, 0)), ("v25", range(91, 103), (0,))])
+def test_designs_v24_and_v25s_arms_are_design_v17s_recipe_on_new_seeds_with_less_rotation(round_, seeds, candidates):
+    """v24's and v25's references are design v17's Model_3 and recipe on new seeds (79-90, 91-102; each block
+    once); their candidates change the rotation's range only (v24: 3.5 deg and none; v25: none); every step-3 arm of
+    the earlier rounds rotated by 7 deg (of v2's, all but the schedule-only arm that measured the rotation's
+    effect)."""
     run = validation_driver()
-    for seed in range(79, 91):
-        reference = vars(run.config("v24_reference", seed))
+    for seed in seeds:
+        reference = vars(run.config(f"{round_}_reference", seed))
         assert reference == {**vars(utils.recipe("Model_3")), "seed": seed, "holdout": 5000,
                              "holdout_block": seed % 12}
         assert reference["rotation"] == 7.0
-        for degrees in (3.5, 0):
-            assert vars(run.config(f"v24_rotation{degrees}", seed)) == {**reference, "rotation": degrees}
-            assert run.ARMS[f"v24_rotation{degrees}"][1] is run.ARMS["v19_reference"][1]
-    assert {run.config("v24_reference", s).holdout_block for s in range(79, 91)} == set(range(12))
+        for degrees in candidates:
+            assert vars(run.config(f"{round_}_rotation{degrees}", seed)) == {**reference, "rotation": degrees}
+            assert run.ARMS[f"{round_}_rotation{degrees}"][1] is run.ARMS["v19_reference"][1]
+    assert {run.config(f"{round_}_reference", s).holdout_block for s in seeds} == set(range(12))
     earlier = {arm: run.config(arm, 1).rotation for arm in run.ARMS
-               if run.ROUNDS[arm] != "v24" and run.ARMS[arm][2] == "Model_3"}
+               if run.ROUNDS[arm] not in ("v24", "v25") and run.ARMS[arm][2] == "Model_3"}
     assert {arm for arm, degrees in earlier.items() if degrees != 7.0} == {"step3_schedule"}
 
 

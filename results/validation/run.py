@@ -1,4 +1,4 @@
-"""The validation runs of designs v2 to v24: one arm (layers + recipe) and one seed per call.
+"""The validation runs of designs v2 to v25: one arm (layers + recipe) and one seed per call.
 
     OMP_NUM_THREADS=1 python results/validation/run.py ARM SEED --data-dir ../shared/mnist
     python results/validation/run.py --table v3      # a round's finished arms: per-seed means, mean +- std, loss
@@ -11,7 +11,7 @@ v2 to v12; from v13 on, block ``seed % 12`` of the twelve blocks of 5,000 (``hol
 round holds out other images and the spread of paired differences includes which images were held out. The test
 set is never loaded. Each arm is a model from ``model.py`` (or ``StagedNet`` with the layers a candidate
 needs) and a recipe from ``utils.RECIPES`` with the overrides named below. Writes ``<ROUND>/<ARM>/seed<SEED>.json``
-beside this file (``v2/`` to ``v24/``, the design the arm belongs to); a seed whose JSON exists is not run
+beside this file (``v2/`` to ``v25/``, the design the arm belongs to); a seed whose JSON exists is not run
 again. A run of a v19 candidate arm also writes its reference arm's file (``DERIVED``): the same weights scored
 without the re-estimation.
 """
@@ -210,11 +210,16 @@ ARMS = {
                         "Model_3", {"rotation": 3.5}),
     "v24_rotation0": ("no rotation (scaling and the elastic distortion stay)", design_v4_model, "Model_3",
                       {"rotation": 0.0}),
+    # design v25, step 3 (results/validation/v25/PLAN.md): v24's no-rotation arm again, on new seeds 91-102 with its
+    # own reference, judged on its own seeds and pooled with v24's pairs
+    "v25_reference": ("design v17's Model_3 and recipe", design_v4_model, "Model_3", {}),
+    "v25_rotation0": ("no rotation (scaling and the elastic distortion stay)", design_v4_model, "Model_3",
+                      {"rotation": 0.0}),
 }
 # a run of the key also gives the value's run: the same weights scored without the re-estimation
 DERIVED = {"v19_recalibrate_bn": "v19_reference", "v19_check": "v19_check_reference"}
 DESIGNS = ("v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11", "v12", "v13", "v14", "v15", "v16", "v17",
-           "v18", "v19", "v20", "v21", "v22", "v23", "v24")
+           "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25")
 ROUNDS = {arm: arm.split("_")[0] if arm.split("_")[0] in DESIGNS else "v2" for arm in ARMS}
 # what the recipes were when each round ran, where a later design changed them (Model_3's batch 128 -> 64 in v3,
 # bf16 training on the CPU in v5, the EMA in v7, random scaling in v12, elastic distortion in v17; v8 to v18 pin
@@ -237,9 +242,10 @@ RAN_WITH = {round_: {"scale": 0.0, "label_smoothing": 0.0, "elastic": 0.0, "clea
     "v21": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0},
     "v22": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0},
     "v23": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0},
-    "v24": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0, "rotation": 7.0}}.items()}
+    "v24": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0, "rotation": 7.0},
+    "v25": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0, "rotation": 7.0}}.items()}
 # rounds whose held-out block rotates with the seed: block seed % 12 of the twelve blocks of 5,000 images
-ROTATING_BLOCKS = {"v13", "v14", "v15", "v16", "v17", "v18", "v19", "v20", "v21", "v22", "v23", "v24"}
+ROTATING_BLOCKS = {"v13", "v14", "v15", "v16", "v17", "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25"}
 
 
 def config(arm: str, seed: int) -> utils.Config:
