@@ -183,8 +183,11 @@ class Model_3(StagedNet):
     +0.005 and +0.010 on the lowest epoch, SE 0.02-0.03; each also not adopted on three seeds in design v5 or
     v4) and the cycle ending at, and the hold keeping, LR 0.0003 or 0.003 instead of 0.001 (v23: -0.039 and
     -0.005 on the mean, -0.027 and -0.002 on the lowest epoch, SE 0.01 each; the lower end's runs were as much
-    lower in epoch 10, before the hold): every paired delta within +-0.04 but label smoothing's -0.12
-    (results/validation/v8/ to v16/ and v18/ to v23/, each with its plan).
+    lower in epoch 10, before the hold) and less rotation on new seeds (v24: +-3.5 deg +0.007 and none +0.036 on
+    the mean, +0.007 and +0.043 on the lowest epoch, SE 0.01-0.02) and no rotation again on other new seeds (v25:
+    -0.027 on the mean, -0.028 on the lowest epoch, SE 0.02 each; pooled with v24's, n = 24,
+    +0.004 and +0.007): every paired delta within +-0.05 but label smoothing's -0.12
+    (results/validation/v8/ to v16/ and v18/ to v25/, each with its plan).
 
     Stages: Model_2's.
     """

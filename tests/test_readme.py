@@ -759,9 +759,10 @@ def test_design_v12s_validation_table_is_what_its_runs_give():
     ("v22", ("v19_reference", "v22_batch32", "v22_block1_10"), str, range(67, 79)),
     ("v23", ("v19_reference", "v23_final_lr0.0003", "v23_final_lr0.003"), str, range(67, 79)),
     ("v24", ("v24_reference", "v24_rotation3.5", "v24_rotation0"), str, range(79, 91)),
+    ("v25", ("v25_reference", "v25_rotation0"), str, range(91, 103)),
 ])
 def test_rotating_block_rounds_tables_are_what_their_runs_give(round_, arms, block_cell, seeds):
-    """results/validation/v13/ to v24/ READMEs, seed by seed: the held-out block, the arms' epochs 11-15 and the
+    """results/validation/v13/ to v25/ READMEs, seed by seed: the held-out block, the arms' epochs 11-15 and the
     paired deltas run.py prints (v14's reference is v13's runs); every run evaluated on its seed's block."""
     run = validation_driver()
     text = (ROOT / "results" / "validation" / round_ / "README.md").read_text()
@@ -791,7 +792,7 @@ AFTER_V17 = [("v18_clean5", "v17_elastic24", None), ("v18_clean3", "v17_elastic2
              ("v21_elastic12", "v19_reference", None), ("v22_batch32", "v19_reference", None),
              ("v22_block1_10", "v19_reference", None), ("v23_final_lr0.0003", "v19_reference", None),
              ("v23_final_lr0.003", "v19_reference", None), ("v24_rotation3.5", "v24_reference", None),
-             ("v24_rotation0", "v24_reference", None)]
+             ("v24_rotation0", "v24_reference", None), ("v25_rotation0", "v25_reference", None)]
 
 
 def test_the_rounds_after_design_v17_table_is_what_their_runs_give():
@@ -813,6 +814,21 @@ def test_the_rounds_after_design_v17_table_is_what_their_runs_give():
             cells.append(f"{statistics.mean(deltas):+.3f} (SE {se:.3f})".replace("-", "−"))
         assert row[3:5] == cells, arm
         assert row[2].startswith(f"{seeds[0]}–{seeds[-1]}")
+
+
+def test_design_v25s_pooled_deltas_are_what_its_and_v24s_runs_give():
+    """v25's rule pools its twelve pairs with v24's no-rotation pairs (n = 24); the rounds table and v25's README
+    quote the pooled Δs to three decimals."""
+    run = validation_driver()
+    cells = []
+    for stat in (min, statistics.mean):
+        deltas = run.paired_deltas("v25_rotation0", "v25_reference", stat)[1]
+        deltas += run.paired_deltas("v24_rotation0", "v24_reference", stat)[1]
+        assert len(deltas) == 24
+        cells.append(f"{statistics.mean(deltas):+.3f} (SE {statistics.stdev(deltas) / 24 ** 0.5:.3f})".replace("-", "−"))
+    assert f"pooled with v24's, n = 24: {cells[0]} / {cells[1]}" in section_text("## How it got here, in short")
+    folder = " ".join((ROOT / "results" / "validation" / "v25" / "README.md").read_text().split())
+    assert f"**Pooled with v24's** (n = 24): {cells[0].split()[0]} (SE" in folder
 
 
 def test_validation_driver_rejects_a_bad_compare_in_one_line():
