@@ -56,6 +56,11 @@ V17_SCORING = ("design v17's Model_3 and recipe, scored as design v17 scores: th
                "statistics it carried from training")
 RECALIBRATE_ARM = ("+ before each evaluation, a copy of the moving average gets BatchNorm statistics re-estimated on "
                    "the first 10,000 training images not held out, as they are (dropout off, float32)")
+# designs v24 and v25: design v17's recipe run again on their new seeds as the reference, and v24's no-rotation
+# candidate that v25 repeats
+V17_RECIPE_ARM = ("design v17's Model_3 and recipe", design_v4_model, "Model_3", {})
+NO_ROTATION_ARM = ("no rotation (scaling and the elastic distortion stay)", design_v4_model, "Model_3",
+                   {"rotation": 0.0})
 
 # arm -> (what it tests, model factory, recipe, overrides); ROUNDS: which design's round each arm belongs to
 ARMS = {
@@ -205,16 +210,14 @@ ARMS = {
     "v23_final_lr0.003": ("the cycle ends at, and epochs 13-15 hold, LR 0.003 instead of 0.001", design_v4_model,
                           "Model_3", {"final_lr": 0.003}),
     # design v24, step 3 (results/validation/v24/PLAN.md): less rotation, on new seeds 79-90 with its own reference
-    "v24_reference": ("design v17's Model_3 and recipe", design_v4_model, "Model_3", {}),
+    "v24_reference": V17_RECIPE_ARM,
     "v24_rotation3.5": ("each image turned by its own angle in +-3.5 deg instead of +-7 deg", design_v4_model,
                         "Model_3", {"rotation": 3.5}),
-    "v24_rotation0": ("no rotation (scaling and the elastic distortion stay)", design_v4_model, "Model_3",
-                      {"rotation": 0.0}),
+    "v24_rotation0": NO_ROTATION_ARM,
     # design v25, step 3 (results/validation/v25/PLAN.md): v24's no-rotation arm again, on new seeds 91-102 with its
     # own reference, judged on its own seeds and pooled with v24's pairs
-    "v25_reference": ("design v17's Model_3 and recipe", design_v4_model, "Model_3", {}),
-    "v25_rotation0": ("no rotation (scaling and the elastic distortion stay)", design_v4_model, "Model_3",
-                      {"rotation": 0.0}),
+    "v25_reference": V17_RECIPE_ARM,
+    "v25_rotation0": NO_ROTATION_ARM,
 }
 # a run of the key also gives the value's run: the same weights scored without the re-estimation
 DERIVED = {"v19_recalibrate_bn": "v19_reference", "v19_check": "v19_check_reference"}
@@ -225,7 +228,8 @@ ROUNDS = {arm: arm.split("_")[0] if arm.split("_")[0] in DESIGNS else "v2" for a
 # bf16 training on the CPU in v5, the EMA in v7, random scaling in v12, elastic distortion in v17; v8 to v18 pin
 # the EMA they ran with, every round before v13 pins scaling off, v13 to v18 pin design v12's, every round before
 # v18 pins elastic distortion off and v18 pins design v17's, and every round pins label smoothing, clean epochs
-# and the cycle's default end, lr / 100, unless its arm sets them): applied before an arm's own overrides, so a
+# and the cycle's default end, lr / 100, unless its arm sets them; v24 and v25 also pin design v17's rotation, the
+# setting they vary): applied before an arm's own overrides, so a
 # rerun or a new seed of an arm repeats the experiment its committed runs recorded
 RAN_WITH = {round_: {"scale": 0.0, "label_smoothing": 0.0, "elastic": 0.0, "clean_epochs": 0, "recalibrate_bn": 0,
                      "final_lr": 0.0, **pins}
