@@ -695,11 +695,18 @@ def test_design_v20s_runs_repeat_their_reference_until_epoch_11_and_its_pooled_d
         assert all(c[k][:10] == r[k][:10] for k in ("train_loss", "train_acc", "test_loss", "test_acc", "lr"))
         assert c["train_loss"][10] != r["train_loss"][10]
     pairs = [("v18_clean5", "v17_elastic24"), ("v20_clean5", "v19_reference")]
+    # the pooled differences straight from the JSON files, not through run.py's own helpers
+    seeds = {"v18_clean5": range(39, 47), "v20_clean5": range(67, 79)}
+
+    def epochs_11_to_15(arm: str, seed: int) -> list[float]:
+        record = base / arm.split("_")[0] / arm / f"seed{seed}.json"
+        return json.loads(record.read_text())["history"]["test_acc"][-5:]
+
     text = " ".join((base / "v20" / "README.md").read_text().split())
     for stat, words in ((min, "the lowest epoch"), (statistics.mean, "the mean")):
         found = re.search(r"paired delta ([+-]\d\.\d\d) \(SE (\d\.\d\d), n = 20\)", run.pooled(pairs, stat))
-        seeds, deltas = zip(*(run.paired_deltas(a, b, stat) for a, b in pairs))
-        flat = [d for ds in deltas for d in ds]
+        flat = [stat(epochs_11_to_15(a, s)) - stat(epochs_11_to_15(b, s)) for a, b in pairs for s in seeds[a]]
+        assert len(flat) == 20
         mean, se = statistics.mean(flat), statistics.stdev(flat) / len(flat) ** 0.5
         assert f"{found[1]}" == f"{mean:+.2f}" and f"{found[2]}" == f"{se:.2f}"
         assert f"{words} **{mean:+.3f} (SE {se:.3f}, {mean / se:.1f} SE)" in text, words
