@@ -575,7 +575,8 @@ def test_design_v17s_arms_add_elastic_distortion_only():
         for alpha in (24.0, 48.0):
             assert vars(run.config(f"v17_elastic{alpha:.0f}", seed)) == {**reference, "elastic": alpha,
                                                                           "elastic_sigma": 4.0}
-    later = ("v17", "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25")  # the rounds that train with the elastic distortion
+    # the rounds that train with the elastic distortion
+    later = ("v17", "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25")
     assert all(run.config(arm, 1).elastic == 0.0 for arm in run.ARMS if run.ROUNDS[arm] not in later)
 
 
@@ -802,6 +803,12 @@ AFTER_V17 = [("v18_clean5", "v17_elastic24", None), ("v18_clean3", "v17_elastic2
              ("v24_rotation0", "v24_reference", None), ("v25_rotation0", "v25_reference", None)]
 
 
+def delta_cell(deltas: list[float]) -> str:
+    """Paired differences as the rounds table quotes them: their mean and SE to three decimals, ``−`` for minus."""
+    se = statistics.stdev(deltas) / len(deltas) ** 0.5
+    return f"{statistics.mean(deltas):+.3f} (SE {se:.3f})".replace("-", "−")
+
+
 def test_the_rounds_after_design_v17_table_is_what_their_runs_give():
     """Each row of the table of rounds that adopted nothing after design v17: the paired deltas (lowest epoch, mean)
     and their SEs, to three decimals, from the committed runs (v20's row pooled with v18's seeds)."""
@@ -817,8 +824,7 @@ def test_the_rounds_after_design_v17_table_is_what_their_runs_give():
             if pooled_with:
                 deltas = deltas + run.paired_deltas(*pooled_with, stat)[1]
             assert len(deltas) == {39: 8}.get(seeds[0], 12) + (8 if pooled_with else 0)
-            se = statistics.stdev(deltas) / len(deltas) ** 0.5
-            cells.append(f"{statistics.mean(deltas):+.3f} (SE {se:.3f})".replace("-", "−"))
+            cells.append(delta_cell(deltas))
         assert row[3:5] == cells, arm
         assert row[2].startswith(f"{seeds[0]}–{seeds[-1]}")
 
@@ -832,7 +838,7 @@ def test_design_v25s_pooled_deltas_are_what_its_and_v24s_runs_give():
         deltas = run.paired_deltas("v25_rotation0", "v25_reference", stat)[1]
         deltas += run.paired_deltas("v24_rotation0", "v24_reference", stat)[1]
         assert len(deltas) == 24
-        cells.append(f"{statistics.mean(deltas):+.3f} (SE {statistics.stdev(deltas) / 24 ** 0.5:.3f})".replace("-", "−"))
+        cells.append(delta_cell(deltas))
     assert f"pooled with v24's, n = 24: {cells[0]} / {cells[1]}" in section_text("## How it got here, in short")
     folder = " ".join((ROOT / "results" / "validation" / "v25" / "README.md").read_text().split())
     assert f"**Pooled with v24's** (n = 24): {cells[0].split()[0]} (SE" in folder
