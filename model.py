@@ -18,32 +18,37 @@ standard deviation over seeds.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
 def conv_block(in_ch: int, out_ch: int, kernel_size: int = 3, padding: int = 0,
-               dropout: float = 0.0, groups: int = 1, channelwise: bool = False) -> nn.Sequential:
+               dropout: float = 0.0, groups: int = 1, channelwise: bool = False,
+               activation: Callable[[], nn.Module] = nn.ReLU) -> nn.Sequential:
     """conv -> BatchNorm -> ReLU -> dropout. The conv has no bias: BatchNorm's shift replaces it.
 
     ``groups=in_ch`` makes it a depthwise conv: one 3x3 filter per channel, no mixing between channels.
     The dropout is element-wise (``nn.Dropout``). Channel-wise dropout (``channelwise=True``, ``nn.Dropout2d``)
     makes a CPU training step faster, but it scored lower on validation (design v2's Model_3 and recipe, batch 128,
     six paired seeds: -0.06 points, SE 0.04; ``results/validation/v3/``), so no model uses it. With ``dropout=0``
-    there is no dropout module.
+    there is no dropout module. ``activation`` builds the activation in place of the ReLU (design v26's validation
+    tries others; no model does).
     """
     layers: list[nn.Module] = [
         nn.Conv2d(in_ch, out_ch, kernel_size, padding=padding, groups=groups, bias=False),
         nn.BatchNorm2d(out_ch),
-        nn.ReLU(),
+        activation(),
     ]
     if dropout > 0:
         layers.append(nn.Dropout2d(dropout) if channelwise else nn.Dropout(dropout))
     return nn.Sequential(*layers)
 
 
-def separable_block(in_ch: int, out_ch: int, dropout: float = 0.0) -> nn.Sequential:
+def separable_block(in_ch: int, out_ch: int, dropout: float = 0.0,
+                    activation: Callable[[], nn.Module] = nn.ReLU) -> nn.Sequential:
     """A 3x3 depthwise conv_block (9 weights per channel) then a 1x1 pointwise conv_block that mixes channels.
 
     Same 3x3 receptive-field growth as a plain 3x3 conv for ``9*in + in*out`` weights instead of ``9*in*out``
@@ -51,8 +56,8 @@ def separable_block(in_ch: int, out_ch: int, dropout: float = 0.0) -> nn.Sequent
     (``results/validation/v2/``); no model uses it today.
     """
     return nn.Sequential(
-        conv_block(in_ch, in_ch, groups=in_ch),
-        conv_block(in_ch, out_ch, kernel_size=1, dropout=dropout),
+        conv_block(in_ch, in_ch, groups=in_ch, activation=activation),
+        conv_block(in_ch, out_ch, kernel_size=1, dropout=dropout, activation=activation),
     )
 
 
@@ -67,23 +72,26 @@ class StagedNet(nn.Module):
     ``block1_padding=1`` pads block 1's first conv so that it keeps 28x28 (every later map is one or two pixels
     larger; the parameter count and every conv's receptive field stay the same).
     ``head_hidden=H`` makes the head two 1x1 convs, ``C -> H``, ReLU, ``H -> 10``, instead of one.
-    The validation drivers use ``separable``, ``channelwise``, ``head_hidden`` and ``block1_padding``; none of
-    Model_1..Model_3 does.
+    ``activation`` builds each conv_block's activation instead of ``nn.ReLU`` (``nn.SiLU``, say).
+    The validation drivers use ``separable``, ``channelwise``, ``head_hidden``, ``block1_padding`` and
+    ``activation``; none of Model_1..Model_3 does.
     """
 
     def __init__(self, block1: tuple[int, int], transition: int | None, block2: tuple[int, ...],
                  dropout: float = 0.05, separable: bool = False, channelwise: bool = False,
-                 block1_dropout: bool = True, head_hidden: int | None = None, block1_padding: int = 0) -> None:
+                 block1_dropout: bool = True, head_hidden: int | None = None, block1_padding: int = 0,
+                 activation: Callable[[], nn.Module] = nn.ReLU) -> None:
         super().__init__()
         a, b = block1
-        drop = dict(dropout=dropout, channelwise=channelwise)
-        drop1 = drop if block1_dropout else {}
+        drop = dict(dropout=dropout, channelwise=channelwise, activation=activation)
+        drop1 = drop if block1_dropout else dict(activation=activation)
         self.block1 = nn.Sequential(conv_block(1, a, padding=block1_padding, **drop1), conv_block(a, b, **drop1))
         squeeze = [conv_block(b, transition, kernel_size=1, **drop)] if transition else []
         self.transition1 = nn.Sequential(nn.MaxPool2d(2), *squeeze)
         stages, ch = [], transition or b
         for width in block2:
-            stages.append(separable_block(ch, width, dropout) if separable else conv_block(ch, width, **drop))
+            stages.append(separable_block(ch, width, dropout, activation) if separable
+                          else conv_block(ch, width, **drop))
             ch = width
         self.block2 = nn.Sequential(*stages)
         self.gap = nn.AdaptiveAvgPool2d(1)

@@ -134,12 +134,12 @@ def test_each_design_named_seeds_no_earlier_design_had():
              "results/PLAN.md", "results/validation/v18/PLAN.md", "results/validation/v19/PLAN.md",
              "results/validation/v20/PLAN.md", "results/validation/v21/PLAN.md",
              "results/validation/v22/PLAN.md", "results/validation/v23/PLAN.md", "results/validation/v24/PLAN.md",
-             "results/validation/v25/PLAN.md"]
+             "results/validation/v25/PLAN.md", "results/validation/v26/PLAN.md"]
     seeds = [set(planned_fresh_seeds(plan)) for plan in plans]
     seeds.append(set(range(4011, 4021)))  # design v6's plan names them for design v5's model (v6 adopted nothing)
     seeds.append(set(range(9941, 9951)))  # ten more for design v17's model (results/Model_3/more_seeds/README.md)
     seeds.append(set(range(9601, 9641)))  # the GPU check's seeds for design v12's model (results/gpu/README.md)
-    assert all(len(s) == 10 for s in seeds[:-1]) and len(set.union(*seeds)) == 300
+    assert all(len(s) == 10 for s in seeds[:-1]) and len(set.union(*seeds)) == 310
 
 
 # seeds a plan named for the model of the design before it, should the plan adopt nothing (it adopted nothing), or
@@ -576,7 +576,7 @@ def test_design_v17s_arms_add_elastic_distortion_only():
             assert vars(run.config(f"v17_elastic{alpha:.0f}", seed)) == {**reference, "elastic": alpha,
                                                                           "elastic_sigma": 4.0}
     # the rounds that train with the elastic distortion
-    later = ("v17", "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25")
+    later = ("v17", "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25", "v26")
     assert all(run.config(arm, 1).elastic == 0.0 for arm in run.ARMS if run.ROUNDS[arm] not in later)
 
 
@@ -647,6 +647,35 @@ def test_designs_v24_and_v25s_arms_are_design_v17s_recipe_on_new_seeds_with_less
     earlier = {arm: run.config(arm, 1).rotation for arm in run.ARMS
                if run.ROUNDS[arm] not in ("v24", "v25") and run.ARMS[arm][2] == "Model_3"}
     assert {arm for arm, degrees in earlier.items() if degrees != 7.0} == {"step3_schedule"}
+
+
+def test_design_v26s_arms_are_design_v17s_recipe_on_new_seeds_with_another_activation():
+    """v26's reference is design v17's Model_3 and recipe on new seeds 103-114 (each block once); its candidates
+    train with the same recipe and the same initial weights, and differ from it only in every conv_block's
+    activation (SiLU; LeakyReLU with slope 0.1); every other arm's model has ReLUs only."""
+    run = validation_driver()
+    for seed in range(103, 115):
+        reference = vars(run.config("v26_reference", seed))
+        assert reference == {**vars(utils.recipe("Model_3")), "seed": seed, "holdout": 5000,
+                             "holdout_block": seed % 12}
+        assert vars(run.config("v26_silu", seed)) == vars(run.config("v26_leaky", seed)) == reference
+    assert {run.config("v26_reference", s).holdout_block for s in range(103, 115)} == set(range(12))
+    assert run.ARMS["v26_reference"][1] is run.ARMS["v19_reference"][1]
+    torch.manual_seed(0)
+    ref = run.ARMS["v26_reference"][1]()
+    for arm, activation in (("v26_silu", "SiLU()"), ("v26_leaky", "LeakyReLU(negative_slope=0.1)")):
+        torch.manual_seed(0)
+        candidate = run.ARMS[arm][1]()
+        assert repr(candidate) == repr(ref).replace("ReLU()", activation) != repr(ref)
+        assert repr(candidate).count(activation) == 6 == repr(ref).count("ReLU()")
+        assert all(torch.equal(a, b) for a, b in zip(candidate.state_dict().values(), ref.state_dict().values()))
+    others = [build() for arm, (_, build, _, _) in run.ARMS.items() if run.ROUNDS[arm] != "v26"]
+    activations = {type(m) for net in others for m in net.modules()
+                   if not list(m.children()) and not isinstance(m, (torch.nn.Conv2d, torch.nn.BatchNorm2d,
+                                                                    torch.nn.Dropout, torch.nn.Dropout2d,
+                                                                    torch.nn.MaxPool2d,
+                                                                    torch.nn.AdaptiveAvgPool2d))}
+    assert activations == {torch.nn.ReLU}
 
 
 def test_design_v19s_arms_are_design_v17s_recipe_and_only_the_candidate_re_estimates():

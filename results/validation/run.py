@@ -1,4 +1,4 @@
-"""The validation runs of designs v2 to v25: one arm (layers + recipe) and one seed per call.
+"""The validation runs of designs v2 to v26: one arm (layers + recipe) and one seed per call.
 
     OMP_NUM_THREADS=1 python results/validation/run.py ARM SEED --data-dir ../shared/mnist
     python results/validation/run.py --table v3      # a round's finished arms: per-seed means, mean +- std, loss
@@ -11,7 +11,7 @@ v2 to v12; from v13 on, block ``seed % 12`` of the twelve blocks of 5,000 (``hol
 round holds out other images and the spread of paired differences includes which images were held out. The test
 set is never loaded. Each arm is a model from ``model.py`` (or ``StagedNet`` with the layers a candidate
 needs) and a recipe from ``utils.RECIPES`` with the overrides named below. Writes ``<ROUND>/<ARM>/seed<SEED>.json``
-beside this file (``v2/`` to ``v25/``, the design the arm belongs to); a seed whose JSON exists is not run
+beside this file (``v2/`` to ``v26/``, the design the arm belongs to); a seed whose JSON exists is not run
 again. A run of a v19 candidate arm also writes its reference arm's file (``DERIVED``): the same weights scored
 without the re-estimation.
 """
@@ -22,13 +22,16 @@ import json
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
 import model  # noqa: E402
 import utils  # noqa: E402
+from torch import nn  # noqa: E402
 
 
 def design_v4_model() -> model.StagedNet:
@@ -39,6 +42,12 @@ def design_v4_model() -> model.StagedNet:
 def block1_10_model() -> model.StagedNet:
     """Design v22's C2: design v4's model with block 1's first conv at 10 channels (7,752 parameters)."""
     return model.StagedNet((10, 16), 8, (16, 16, 16), dropout=0.02, block1_dropout=False)
+
+
+def activation_model(activation) -> Callable[[], model.StagedNet]:
+    """Design v26's candidates: design v4's model with ``activation`` in every conv_block instead of the ReLU."""
+    return lambda: model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02, block1_dropout=False,
+                                   activation=activation)
 
 
 def four_convs_model() -> model.StagedNet:
@@ -218,18 +227,24 @@ ARMS = {
     # own reference, judged on its own seeds and pooled with v24's pairs
     "v25_reference": V17_RECIPE_ARM,
     "v25_rotation0": NO_ROTATION_ARM,
+    # design v26, step 3 (results/validation/v26/PLAN.md): another activation in every conv_block, on new seeds
+    # 103-114 with its own reference
+    "v26_reference": V17_RECIPE_ARM,
+    "v26_silu": ("SiLU instead of ReLU in every conv_block", activation_model(nn.SiLU), "Model_3", {}),
+    "v26_leaky": ("LeakyReLU (slope 0.1) instead of ReLU in every conv_block",
+                  activation_model(partial(nn.LeakyReLU, 0.1)), "Model_3", {}),
 }
 # a run of the key also gives the value's run: the same weights scored without the re-estimation
 DERIVED = {"v19_recalibrate_bn": "v19_reference", "v19_check": "v19_check_reference"}
 DESIGNS = ("v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11", "v12", "v13", "v14", "v15", "v16", "v17",
-           "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25")
+           "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25", "v26")
 ROUNDS = {arm: arm.split("_")[0] if arm.split("_")[0] in DESIGNS else "v2" for arm in ARMS}
 # what the recipes were when each round ran, where a later design changed them (Model_3's batch 128 -> 64 in v3,
 # bf16 training on the CPU in v5, the EMA in v7, random scaling in v12, elastic distortion in v17; v8 to v18 pin
 # the EMA they ran with, every round before v13 pins scaling off, v13 to v18 pin design v12's, every round before
 # v18 pins elastic distortion off and v18 pins design v17's, and every round pins label smoothing, clean epochs
 # and the cycle's default end, lr / 100, unless its arm sets them; v24 and v25 also pin design v17's rotation, the
-# setting they vary): applied before an arm's own overrides, so a
+# setting they vary, and v26 does too): applied before an arm's own overrides, so a
 # rerun or a new seed of an arm repeats the experiment its committed runs recorded
 RAN_WITH = {round_: {"scale": 0.0, "label_smoothing": 0.0, "elastic": 0.0, "clean_epochs": 0, "recalibrate_bn": 0,
                      "final_lr": 0.0, **pins}
@@ -247,9 +262,10 @@ RAN_WITH = {round_: {"scale": 0.0, "label_smoothing": 0.0, "elastic": 0.0, "clea
     "v22": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0},
     "v23": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0},
     "v24": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0, "rotation": 7.0},
-    "v25": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0, "rotation": 7.0}}.items()}
+    "v25": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0, "rotation": 7.0},
+    "v26": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0, "rotation": 7.0}}.items()}
 # rounds whose held-out block rotates with the seed: block seed % 12 of the twelve blocks of 5,000 images
-ROTATING_BLOCKS = {"v13", "v14", "v15", "v16", "v17", "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25"}
+ROTATING_BLOCKS = {"v13", "v14", "v15", "v16", "v17", "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25", "v26"}
 
 
 def config(arm: str, seed: int) -> utils.Config:
