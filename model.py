@@ -35,7 +35,7 @@ def conv_block(in_ch: int, out_ch: int, kernel_size: int = 3, padding: int = 0,
     makes a CPU training step faster, but it scored lower on validation (design v2's Model_3 and recipe, batch 128,
     six paired seeds: -0.06 points, SE 0.04; ``results/validation/v3/``), so no model uses it. With ``dropout=0``
     there is no dropout module. ``activation`` builds the activation in place of the ReLU (design v26's validation
-    tries others; no model does).
+    tried two others; no model uses them).
     """
     layers: list[nn.Module] = [
         nn.Conv2d(in_ch, out_ch, kernel_size, padding=padding, groups=groups, bias=False),
@@ -194,8 +194,9 @@ class Model_3(StagedNet):
     lower in epoch 10, before the hold) and less rotation on new seeds (v24: +-3.5 deg +0.007 and none +0.036 on
     the mean, +0.007 and +0.043 on the lowest epoch, SE 0.01-0.02) and no rotation again on other new seeds (v25:
     -0.027 on the mean, -0.028 on the lowest epoch, SE 0.02 each; pooled with v24's, n = 24,
-    +0.004 and +0.007): every paired delta within +-0.05 but label smoothing's -0.12
-    (results/validation/v8/ to v16/ and v18/ to v25/, each with its plan).
+    +0.004 and +0.007) and SiLU or LeakyReLU (slope 0.1) instead of ReLU in every conv_block on new seeds (v26:
+    +0.032 and +0.013 on the mean, +0.033 and +0.015 on the lowest epoch, SE 0.02-0.03): every paired delta
+    within +-0.05 but label smoothing's -0.12 (results/validation/v8/ to v16/ and v18/ to v26/, each with its plan).
 
     Stages: Model_2's.
     """
