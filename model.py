@@ -83,8 +83,9 @@ class StagedNet(nn.Module):
                  activation: Callable[[], nn.Module] = nn.ReLU) -> None:
         super().__init__()
         a, b = block1
-        drop = dict(dropout=dropout, channelwise=channelwise, activation=activation)
-        drop1 = drop if block1_dropout else dict(activation=activation)
+        act = dict(activation=activation)
+        drop = dict(dropout=dropout, channelwise=channelwise, **act)
+        drop1 = drop if block1_dropout else act
         self.block1 = nn.Sequential(conv_block(1, a, padding=block1_padding, **drop1), conv_block(a, b, **drop1))
         squeeze = [conv_block(b, transition, kernel_size=1, **drop)] if transition else []
         self.transition1 = nn.Sequential(nn.MaxPool2d(2), *squeeze)

@@ -678,6 +678,15 @@ def test_design_v26s_arms_are_design_v17s_recipe_on_new_seeds_with_another_activ
     assert activations == {torch.nn.ReLU}
 
 
+def test_design_v26s_readme_quotes_the_committed_activation_costs():
+    """The per-step costs v26's README quotes are activation_cost.json's medians, and SiLU's share is theirs."""
+    folder = ROOT / "results" / "validation" / "v26"
+    cost = json.loads((folder / "activation_cost.json").read_text())["ms_per_step_median"]
+    flat = " ".join((folder / "README.md").read_text().split())
+    assert (f"gives ReLU {cost['ReLU']:.2f}, LeakyReLU {cost['LeakyReLU(0.1)']:.2f}, SiLU {cost['SiLU']:.2f} and "
+            f"GELU {cost['GELU']:.2f} ms (SiLU +{cost['SiLU'] / cost['ReLU'] * 100 - 100:.0f} %)") in flat
+
+
 def test_design_v19s_arms_are_design_v17s_recipe_and_only_the_candidate_re_estimates():
     """v19's reference is design v17's Model_3 and recipe on the new seeds 67-78 (blocks seed % 12, so each block
     once); its candidate adds only the re-estimation, on 10,000 images; every earlier round pins it off."""

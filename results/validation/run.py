@@ -44,7 +44,7 @@ def block1_10_model() -> model.StagedNet:
     return model.StagedNet((10, 16), 8, (16, 16, 16), dropout=0.02, block1_dropout=False)
 
 
-def activation_model(activation) -> Callable[[], model.StagedNet]:
+def activation_model(activation: Callable[[], nn.Module]) -> Callable[[], model.StagedNet]:
     """Design v26's candidates: design v4's model with ``activation`` in every conv_block instead of the ReLU."""
     return lambda: model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02, block1_dropout=False,
                                    activation=activation)
