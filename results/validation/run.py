@@ -34,20 +34,15 @@ import utils  # noqa: E402
 from torch import nn  # noqa: E402
 
 
-def design_v4_model() -> model.StagedNet:
-    """Model_3 since design v4: Model_2's layers, dropout 0.02 after the transition and block 2, none in block 1."""
-    return model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02, block1_dropout=False)
+def design_v4_model(activation: Callable[[], nn.Module] = nn.ReLU) -> model.StagedNet:
+    """Model_3 since design v4: Model_2's layers, dropout 0.02 after the transition and block 2, none in block 1;
+    ``activation`` in every conv_block (design v26's candidates change it)."""
+    return model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02, block1_dropout=False, activation=activation)
 
 
 def block1_10_model() -> model.StagedNet:
     """Design v22's C2: design v4's model with block 1's first conv at 10 channels (7,752 parameters)."""
     return model.StagedNet((10, 16), 8, (16, 16, 16), dropout=0.02, block1_dropout=False)
-
-
-def activation_model(activation: Callable[[], nn.Module]) -> Callable[[], model.StagedNet]:
-    """Design v26's candidates: design v4's model with ``activation`` in every conv_block instead of the ReLU."""
-    return lambda: model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02, block1_dropout=False,
-                                   activation=activation)
 
 
 def four_convs_model() -> model.StagedNet:
@@ -230,9 +225,9 @@ ARMS = {
     # design v26, step 3 (results/validation/v26/PLAN.md): another activation in every conv_block, on new seeds
     # 103-114 with its own reference
     "v26_reference": V17_RECIPE_ARM,
-    "v26_silu": ("SiLU instead of ReLU in every conv_block", activation_model(nn.SiLU), "Model_3", {}),
+    "v26_silu": ("SiLU instead of ReLU in every conv_block", partial(design_v4_model, nn.SiLU), "Model_3", {}),
     "v26_leaky": ("LeakyReLU (slope 0.1) instead of ReLU in every conv_block",
-                  activation_model(partial(nn.LeakyReLU, 0.1)), "Model_3", {}),
+                  partial(design_v4_model, partial(nn.LeakyReLU, 0.1)), "Model_3", {}),
 }
 # a run of the key also gives the value's run: the same weights scored without the re-estimation
 DERIVED = {"v19_recalibrate_bn": "v19_reference", "v19_check": "v19_check_reference"}

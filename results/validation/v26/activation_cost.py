@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 python results/validation/v26/activation_cost.py   # writes activation_cost.json here
 
-Design v4's model (Model_3's layers; ``run.activation_model``) with ReLU, LeakyReLU(0.1), SiLU or GELU in every conv_block; one SGD step on a
+Design v4's model (Model_3's layers; ``run.design_v4_model``) with ReLU, LeakyReLU(0.1), SiLU or GELU in every conv_block; one SGD step on a
 fixed random batch of 64 in the ``channels_last`` layout under CPU bf16 autocast, as Model_3's recipe trains on
 this machine. The variants alternate block by block (30 steps per block, 8 blocks, after 10 warm-up steps each),
 so a change in the machine's speed falls on all of them; the median block is reported.
@@ -32,7 +32,7 @@ def main() -> int:
     torch.manual_seed(0)
     x = torch.randn(64, 1, 28, 28).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (64,))
-    nets = {name: run.activation_model(act)().to(memory_format=torch.channels_last)
+    nets = {name: run.design_v4_model(act).to(memory_format=torch.channels_last)
             for name, act in ACTIVATIONS.items()}
     optimizers = {name: torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9) for name, net in nets.items()}
 
