@@ -258,9 +258,10 @@ def test_elastic_field_refuses_a_blur_wider_than_the_image():
         utils.elastic_field(torch.zeros(1, 2, 28, 28), 24.0, 4.0 * 28)
 
 
-@pytest.mark.parametrize("angle, scale", [(0.0, 1.0), (6.0, 1.15), (-4.0, 0.85)])
-def test_both_pipelines_distort_the_same_way(angle, scale):
-    """One image, one angle and factor, and one field through both pipelines. The conventional pipeline resamples
+@pytest.mark.parametrize("angle, scale, dx, dy", [(0.0, 1.0, 0, 0), (6.0, 1.15, 0, 0), (-4.0, 0.85, 0, 0),
+                                                   (5.0, 1.1, 2, -3)])
+def test_both_pipelines_distort_the_same_way(angle, scale, dx, dy):
+    """One image, one angle, factor and shift, and one field through both pipelines. The conventional pipeline resamples
     twice (RandomAffine, then ElasticTransform): the device pipeline's affine map followed by the same field as a
     second resampling matches it up to PIL's rounding, and the field negated is far off. The device pipeline's one
     resampling of the composed map differs from that only by the second interpolation's blur (nil when the affine
@@ -268,17 +269,18 @@ def test_both_pipelines_distort_the_same_way(angle, scale):
     image = synthetic_digits(1, seed=7)[0][0]
     noise = torch.rand(1, 2, 28, 28, generator=torch.Generator().manual_seed(1)) * 2 - 1
     field = utils.elastic_field(noise, 34.0, 4.0)
-    affine = TF.affine(Image.fromarray(image), -angle, [0, 0], scale, [0.0, 0.0],
+    affine = TF.affine(Image.fromarray(image), -angle, [dx, dy], scale, [0.0, 0.0],
                        interpolation=InterpolationMode.BILINEAR, fill=0)
     conventional = utils.conventional_transform(0.0)(
         TF.elastic_transform(affine, field, InterpolationMode.BILINEAR, 0))
     x = utils.normalize(torch.from_numpy(image[None]))
-    turned = utils.rotate(x, torch.tensor([angle]), None, torch.tensor([scale]))
+    shifts = torch.tensor([[dx, dy]]) if dx or dy else None
+    turned = utils.rotate(x, torch.tensor([angle]), shifts, torch.tensor([scale]))
     twice = utils.rotate(turned, torch.tensor([0.0]), None, None, field)[0]
     negated = utils.rotate(turned, torch.tensor([0.0]), None, None, -field)[0]
     diff = (conventional - twice).abs().mean()
     assert diff < 0.01 and (conventional - negated).abs().mean() > 10 * diff
-    once = utils.rotate(x, torch.tensor([angle]), None, torch.tensor([scale]), field)[0]
+    once = utils.rotate(x, torch.tensor([angle]), shifts, torch.tensor([scale]), field)[0]
     assert (conventional - once).abs().mean() < (0.005 if angle == 0 and scale == 1 else 0.08)
 
 
