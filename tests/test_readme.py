@@ -134,12 +134,13 @@ def test_each_design_named_seeds_no_earlier_design_had():
              "results/PLAN.md", "results/validation/v18/PLAN.md", "results/validation/v19/PLAN.md",
              "results/validation/v20/PLAN.md", "results/validation/v21/PLAN.md",
              "results/validation/v22/PLAN.md", "results/validation/v23/PLAN.md", "results/validation/v24/PLAN.md",
-             "results/validation/v25/PLAN.md", "results/validation/v26/PLAN.md", "results/validation/v27/PLAN.md"]
+             "results/validation/v25/PLAN.md", "results/validation/v26/PLAN.md", "results/validation/v27/PLAN.md",
+             "results/validation/v28/PLAN.md"]
     seeds = [set(planned_fresh_seeds(plan)) for plan in plans]
     seeds.append(set(range(4011, 4021)))  # design v6's plan names them for design v5's model (v6 adopted nothing)
     seeds.append(set(range(9941, 9951)))  # ten more for design v17's model (results/Model_3/more_seeds/README.md)
     seeds.append(set(range(9601, 9641)))  # the GPU check's seeds for design v12's model (results/gpu/README.md)
-    assert all(len(s) == 10 for s in seeds[:-1]) and len(set.union(*seeds)) == 320
+    assert all(len(s) == 10 for s in seeds[:-1]) and len(set.union(*seeds)) == 330
 
 
 # seeds a plan named for the model of the design before it, should the plan adopt nothing (it adopted nothing), or
@@ -576,7 +577,7 @@ def test_design_v17s_arms_add_elastic_distortion_only():
             assert vars(run.config(f"v17_elastic{alpha:.0f}", seed)) == {**reference, "elastic": alpha,
                                                                           "elastic_sigma": 4.0}
     # the rounds that train with the elastic distortion
-    later = ("v17", "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25", "v26", "v27")
+    later = ("v17", "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25", "v26", "v27", "v28")
     assert all(run.config(arm, 1).elastic == 0.0 for arm in run.ARMS if run.ROUNDS[arm] not in later)
 
 
@@ -678,22 +679,24 @@ def test_design_v26s_arms_are_design_v17s_recipe_on_new_seeds_with_another_activ
     assert activations == {torch.nn.ReLU}
 
 
-def test_design_v27s_arms_are_design_v17s_recipe_on_new_seeds_with_random_shifts():
-    """v27's reference is design v17's Model_3 and recipe on new seeds 115-126 (each block once); its candidates
-    build the reference's model and add whole-pixel shifts (translate 0.1 and 0.05) and nothing else; every other
-    arm but design v3's shift arm trains without shifts."""
+@pytest.mark.parametrize("round_, seeds, doses", [("v27", range(115, 127), (0.1, 0.05)),
+                                                  ("v28", range(127, 139), (0.05,))])
+def test_designs_v27_and_v28s_arms_are_design_v17s_recipe_on_new_seeds_with_random_shifts(round_, seeds, doses):
+    """v27's and v28's references are design v17's Model_3 and recipe on new seeds (115-126, 127-138; each block
+    once); their candidates build the reference's model and add whole-pixel shifts (v27: translate 0.1 and 0.05;
+    v28: 0.05) and nothing else; every other arm but design v3's shift arm trains without shifts."""
     run = validation_driver()
-    for seed in range(115, 127):
-        reference = vars(run.config("v27_reference", seed))
+    for seed in seeds:
+        reference = vars(run.config(f"{round_}_reference", seed))
         assert reference == {**vars(utils.recipe("Model_3")), "seed": seed, "holdout": 5000,
                              "holdout_block": seed % 12}
         assert reference["translation"] == 0.0
-        for dose in (0.1, 0.05):
-            assert vars(run.config(f"v27_shift{dose}", seed)) == {**reference, "translation": dose}
-            assert run.ARMS[f"v27_shift{dose}"][1] is run.ARMS["v19_reference"][1]
-    assert {run.config("v27_reference", s).holdout_block for s in range(115, 127)} == set(range(12))
+        for dose in doses:
+            assert vars(run.config(f"{round_}_shift{dose}", seed)) == {**reference, "translation": dose}
+            assert run.ARMS[f"{round_}_shift{dose}"][1] is run.ARMS["v19_reference"][1]
+    assert {run.config(f"{round_}_reference", s).holdout_block for s in seeds} == set(range(12))
     shifted = {arm for arm in run.ARMS if run.config(arm, 1).translation}
-    assert shifted == {"v3_shift", "v27_shift0.1", "v27_shift0.05"}
+    assert shifted == {"v3_shift", "v27_shift0.1", "v27_shift0.05", "v28_shift0.05"}
 
 
 def test_design_v26s_readme_quotes_the_committed_activation_costs():

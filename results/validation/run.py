@@ -1,4 +1,4 @@
-"""The validation runs of designs v2 to v27: one arm (layers + recipe) and one seed per call.
+"""The validation runs of designs v2 to v28: one arm (layers + recipe) and one seed per call.
 
     OMP_NUM_THREADS=1 python results/validation/run.py ARM SEED --data-dir ../shared/mnist
     python results/validation/run.py --table v3      # a round's finished arms: per-seed means, mean +- std, loss
@@ -11,7 +11,7 @@ v2 to v12; from v13 on, block ``seed % 12`` of the twelve blocks of 5,000 (``hol
 round holds out other images and the spread of paired differences includes which images were held out. The test
 set is never loaded. Each arm is a model from ``model.py`` (or ``StagedNet`` with the layers a candidate
 needs) and a recipe from ``utils.RECIPES`` with the overrides named below. Writes ``<ROUND>/<ARM>/seed<SEED>.json``
-beside this file (``v2/`` to ``v27/``, the design the arm belongs to); a seed whose JSON exists is not run
+beside this file (``v2/`` to ``v28/``, the design the arm belongs to); a seed whose JSON exists is not run
 again. A run of a v19 candidate arm also writes its reference arm's file (``DERIVED``): the same weights scored
 without the re-estimation.
 """
@@ -65,6 +65,10 @@ RECALIBRATE_ARM = ("+ before each evaluation, a copy of the moving average gets 
 V17_RECIPE_ARM = ("design v17's Model_3 and recipe", design_v4_model, "Model_3", {})
 NO_ROTATION_ARM = ("no rotation (scaling and the elastic distortion stay)", design_v4_model, "Model_3",
                    {"rotation": 0.0})
+# designs v27 and v28: v27's shifts of up to 1 px, which v28 repeats
+SHIFT_ARM = ("+ each training image shifted by its own whole-pixel offset per axis, as "
+             "RandomAffine(translate=(0.05, 0.05)) draws it (up to 1 px)", design_v4_model, "Model_3",
+             {"translation": 0.05})
 
 # arm -> (what it tests, model factory, recipe, overrides); ROUNDS: which design's round each arm belongs to
 ARMS = {
@@ -234,21 +238,23 @@ ARMS = {
     "v27_shift0.1": ("+ each training image shifted by its own whole-pixel offset per axis, as "
                      "RandomAffine(translate=(0.1, 0.1)) draws it (up to 3 px)", design_v4_model, "Model_3",
                      {"translation": 0.1}),
-    "v27_shift0.05": ("+ each training image shifted by its own whole-pixel offset per axis, as "
-                      "RandomAffine(translate=(0.05, 0.05)) draws it (up to 1 px)", design_v4_model, "Model_3",
-                      {"translation": 0.05}),
+    "v27_shift0.05": SHIFT_ARM,
+    # design v28, step 3 (results/validation/v28/PLAN.md): v27's shifts of up to 1 px again, on new seeds 127-138
+    # with its own reference, judged on its own seeds and pooled with v27's pairs
+    "v28_reference": V17_RECIPE_ARM,
+    "v28_shift0.05": SHIFT_ARM,
 }
 # a run of the key also gives the value's run: the same weights scored without the re-estimation
 DERIVED = {"v19_recalibrate_bn": "v19_reference", "v19_check": "v19_check_reference"}
 DESIGNS = ("v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11", "v12", "v13", "v14", "v15", "v16", "v17",
-           "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25", "v26", "v27")
+           "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25", "v26", "v27", "v28")
 ROUNDS = {arm: arm.split("_")[0] if arm.split("_")[0] in DESIGNS else "v2" for arm in ARMS}
 # what the recipes were when each round ran, where a later design changed them (Model_3's batch 128 -> 64 in v3,
 # bf16 training on the CPU in v5, the EMA in v7, random scaling in v12, elastic distortion in v17; v8 to v18 pin
 # the EMA they ran with, every round before v13 pins scaling off, v13 to v18 pin design v12's, every round before
 # v18 pins elastic distortion off and v18 pins design v17's, and every round pins label smoothing, clean epochs
 # and the cycle's default end, lr / 100, unless its arm sets them; v24 and v25 also pin design v17's rotation, the
-# setting they vary, and v26 does too; v27 pins it and design v17's translation, none, the setting v27 varies):
+# setting they vary, and v26 does too; v27 and v28 pin it and design v17's translation, none, the setting they vary):
 # applied before an arm's own overrides, so a rerun or a new seed of an arm repeats the experiment its committed
 # runs recorded
 RAN_WITH = {round_: {"scale": 0.0, "label_smoothing": 0.0, "elastic": 0.0, "clean_epochs": 0, "recalibrate_bn": 0,
@@ -270,10 +276,12 @@ RAN_WITH = {round_: {"scale": 0.0, "label_smoothing": 0.0, "elastic": 0.0, "clea
     "v25": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0, "rotation": 7.0},
     "v26": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0, "rotation": 7.0},
     "v27": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0, "rotation": 7.0,
+            "translation": 0.0},
+    "v28": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0, "rotation": 7.0,
             "translation": 0.0}}.items()}
 # rounds whose held-out block rotates with the seed: block seed % 12 of the twelve blocks of 5,000 images
 ROTATING_BLOCKS = {"v13", "v14", "v15", "v16", "v17", "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25", "v26",
-                   "v27"}
+                   "v27", "v28"}
 
 
 def config(arm: str, seed: int) -> utils.Config:
