@@ -196,8 +196,10 @@ class Model_3(StagedNet):
     the mean, +0.007 and +0.043 on the lowest epoch, SE 0.01-0.02) and no rotation again on other new seeds (v25:
     -0.027 on the mean, -0.028 on the lowest epoch, SE 0.02 each; pooled with v24's, n = 24,
     +0.004 and +0.007) and SiLU or LeakyReLU (slope 0.1) instead of ReLU in every conv_block on new seeds (v26:
-    +0.032 and +0.013 on the mean, +0.033 and +0.015 on the lowest epoch, SE 0.02-0.03): every paired delta
-    within +-0.05 but label smoothing's -0.12 (results/validation/v8/ to v16/ and v18/ to v26/, each with its plan).
+    +0.032 and +0.013 on the mean, +0.033 and +0.015 on the lowest epoch, SE 0.02-0.03) and random whole-pixel
+    shifts of up to 3 or 1 px on new seeds (v27: -0.042 and +0.044 on the mean, -0.067 and +0.030 on the lowest
+    epoch, SE 0.02 each): every paired delta within +-0.05 but label smoothing's -0.12 and the 3-px shifts' -0.067
+    on the lowest epoch (results/validation/v8/ to v16/ and v18/ to v27/, each with its plan).
 
     Stages: Model_2's.
     """

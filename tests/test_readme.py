@@ -828,9 +828,10 @@ def test_design_v12s_validation_table_is_what_its_runs_give():
     ("v24", ("v24_reference", "v24_rotation3.5", "v24_rotation0"), str, range(79, 91)),
     ("v25", ("v25_reference", "v25_rotation0"), str, range(91, 103)),
     ("v26", ("v26_reference", "v26_silu", "v26_leaky"), str, range(103, 115)),
+    ("v27", ("v27_reference", "v27_shift0.1", "v27_shift0.05"), str, range(115, 127)),
 ])
 def test_rotating_block_rounds_tables_are_what_their_runs_give(round_, arms, block_cell, seeds):
-    """results/validation/v13/ to v26/ READMEs, seed by seed: the held-out block, the arms' epochs 11-15 and the
+    """results/validation/v13/ to v27/ READMEs, seed by seed: the held-out block, the arms' epochs 11-15 and the
     paired deltas run.py prints (v14's reference is v13's runs); every run evaluated on its seed's block."""
     run = validation_driver()
     text = (ROOT / "results" / "validation" / round_ / "README.md").read_text()
@@ -861,7 +862,8 @@ AFTER_V17 = [("v18_clean5", "v17_elastic24", None), ("v18_clean3", "v17_elastic2
              ("v22_block1_10", "v19_reference", None), ("v23_final_lr0.0003", "v19_reference", None),
              ("v23_final_lr0.003", "v19_reference", None), ("v24_rotation3.5", "v24_reference", None),
              ("v24_rotation0", "v24_reference", None), ("v25_rotation0", "v25_reference", None),
-             ("v26_silu", "v26_reference", None), ("v26_leaky", "v26_reference", None)]
+             ("v26_silu", "v26_reference", None), ("v26_leaky", "v26_reference", None),
+             ("v27_shift0.1", "v27_reference", None), ("v27_shift0.05", "v27_reference", None)]
 
 
 def delta_cell(deltas: list[float]) -> str:
