@@ -198,8 +198,10 @@ class Model_3(StagedNet):
     +0.004 and +0.007) and SiLU or LeakyReLU (slope 0.1) instead of ReLU in every conv_block on new seeds (v26:
     +0.032 and +0.013 on the mean, +0.033 and +0.015 on the lowest epoch, SE 0.02-0.03) and random whole-pixel
     shifts of up to 3 or 1 px on new seeds (v27: -0.042 and +0.044 on the mean, -0.067 and +0.030 on the lowest
-    epoch, SE 0.02 each): every paired delta within +-0.05 but label smoothing's -0.12 and the 3-px shifts' -0.067
-    on the lowest epoch (results/validation/v8/ to v16/ and v18/ to v27/, each with its plan).
+    epoch, SE 0.02 each) and the 1-px shifts again on other new seeds (v28: -0.012 on the mean, -0.013 on the lowest
+    epoch, SE 0.03 each; pooled with v27's, n = 24, +0.016 and +0.008): every paired delta within +-0.05 but label
+    smoothing's -0.12 and the 3-px shifts' -0.067 on the lowest epoch (results/validation/v8/ to v16/ and v18/ to
+    v28/, each with its plan).
 
     Stages: Model_2's.
     """

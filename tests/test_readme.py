@@ -829,9 +829,10 @@ def test_design_v12s_validation_table_is_what_its_runs_give():
     ("v25", ("v25_reference", "v25_rotation0"), str, range(91, 103)),
     ("v26", ("v26_reference", "v26_silu", "v26_leaky"), str, range(103, 115)),
     ("v27", ("v27_reference", "v27_shift0.1", "v27_shift0.05"), str, range(115, 127)),
+    ("v28", ("v28_reference", "v28_shift0.05"), str, range(127, 139)),
 ])
 def test_rotating_block_rounds_tables_are_what_their_runs_give(round_, arms, block_cell, seeds):
-    """results/validation/v13/ to v27/ READMEs, seed by seed: the held-out block, the arms' epochs 11-15 and the
+    """results/validation/v13/ to v28/ READMEs, seed by seed: the held-out block, the arms' epochs 11-15 and the
     paired deltas run.py prints (v14's reference is v13's runs); every run evaluated on its seed's block."""
     run = validation_driver()
     text = (ROOT / "results" / "validation" / round_ / "README.md").read_text()
@@ -863,7 +864,8 @@ AFTER_V17 = [("v18_clean5", "v17_elastic24", None), ("v18_clean3", "v17_elastic2
              ("v23_final_lr0.003", "v19_reference", None), ("v24_rotation3.5", "v24_reference", None),
              ("v24_rotation0", "v24_reference", None), ("v25_rotation0", "v25_reference", None),
              ("v26_silu", "v26_reference", None), ("v26_leaky", "v26_reference", None),
-             ("v27_shift0.1", "v27_reference", None), ("v27_shift0.05", "v27_reference", None)]
+             ("v27_shift0.1", "v27_reference", None), ("v27_shift0.05", "v27_reference", None),
+             ("v28_shift0.05", "v28_reference", None)]
 
 
 def delta_cell(deltas: list[float]) -> str:
@@ -892,19 +894,21 @@ def test_the_rounds_after_design_v17_table_is_what_their_runs_give():
         assert row[2].startswith(f"{seeds[0]}–{seeds[-1]}")
 
 
-def test_design_v25s_pooled_deltas_are_what_its_and_v24s_runs_give():
-    """v25's rule pools its twelve pairs with v24's no-rotation pairs (n = 24); the rounds table and v25's README
-    quote the pooled Δs to three decimals."""
+@pytest.mark.parametrize("round_, candidate, earlier", [("v25", "rotation0", "v24"), ("v28", "shift0.05", "v27")])
+def test_second_looks_pooled_deltas_are_what_their_and_the_earlier_rounds_runs_give(round_, candidate, earlier):
+    """v25's and v28's rules pool their twelve pairs with the earlier round's pairs of the same candidate (v24's no
+    rotation, v27's 1-px shifts; n = 24); the rounds table and the round's README quote the pooled Δs to three
+    decimals."""
     run = validation_driver()
     cells = []
     for stat in (min, statistics.mean):
-        deltas = run.paired_deltas("v25_rotation0", "v25_reference", stat)[1]
-        deltas += run.paired_deltas("v24_rotation0", "v24_reference", stat)[1]
+        deltas = run.paired_deltas(f"{round_}_{candidate}", f"{round_}_reference", stat)[1]
+        deltas += run.paired_deltas(f"{earlier}_{candidate}", f"{earlier}_reference", stat)[1]
         assert len(deltas) == 24
         cells.append(delta_cell(deltas))
-    assert f"pooled with v24's, n = 24: {cells[0]} / {cells[1]}" in section_text("## How it got here, in short")
-    folder = " ".join((ROOT / "results" / "validation" / "v25" / "README.md").read_text().split())
-    assert f"**Pooled with v24's** (n = 24): {cells[0].split()[0]} (SE" in folder
+    assert f"pooled with {earlier}'s, n = 24: {cells[0]} / {cells[1]}" in section_text("## How it got here, in short")
+    folder = " ".join((ROOT / "results" / "validation" / round_ / "README.md").read_text().split())
+    assert f"**Pooled with {earlier}'s** (n = 24): {cells[0].split()[0]} (SE" in folder
 
 
 def test_validation_driver_rejects_a_bad_compare_in_one_line():
