@@ -261,8 +261,8 @@ def test_elastic_field_refuses_a_blur_wider_than_the_image():
 @pytest.mark.parametrize("angle, scale, dx, dy", [(0.0, 1.0, 0, 0), (6.0, 1.15, 0, 0), (-4.0, 0.85, 0, 0),
                                                    (5.0, 1.1, 2, -3)])
 def test_both_pipelines_distort_the_same_way(angle, scale, dx, dy):
-    """One image, one angle, factor and shift, and one field through both pipelines. The conventional pipeline resamples
-    twice (RandomAffine, then ElasticTransform): the device pipeline's affine map followed by the same field as a
+    """One image, one angle, factor and shift, and one field through both pipelines. The conventional pipeline
+    resamples twice (RandomAffine, then ElasticTransform): the device pipeline's affine map followed by the same field as a
     second resampling matches it up to PIL's rounding, and the field negated is far off. The device pipeline's one
     resampling of the composed map differs from that only by the second interpolation's blur (nil when the affine
     map is the identity)."""

@@ -65,10 +65,14 @@ RECALIBRATE_ARM = ("+ before each evaluation, a copy of the moving average gets 
 V17_RECIPE_ARM = ("design v17's Model_3 and recipe", design_v4_model, "Model_3", {})
 NO_ROTATION_ARM = ("no rotation (scaling and the elastic distortion stay)", design_v4_model, "Model_3",
                    {"rotation": 0.0})
-# designs v27 and v28: v27's shifts of up to 1 px, which v28 repeats
-SHIFT_ARM = ("+ each training image shifted by its own whole-pixel offset per axis, as "
-             "RandomAffine(translate=(0.05, 0.05)) draws it (up to 1 px)", design_v4_model, "Model_3",
-             {"translation": 0.05})
+
+
+def shift_arm(translate: float, pixels: int) -> tuple:
+    """Designs v27 and v28's candidate: design v17's Model_3 and recipe with whole-pixel shifts (``translate``)."""
+    return ("+ each training image shifted by its own whole-pixel offset per axis, as "
+            f"RandomAffine(translate=({translate}, {translate})) draws it (up to {pixels} px)", design_v4_model,
+            "Model_3", {"translation": translate})
+
 
 # arm -> (what it tests, model factory, recipe, overrides); ROUNDS: which design's round each arm belongs to
 ARMS = {
@@ -235,14 +239,12 @@ ARMS = {
     # design v27, step 3 (results/validation/v27/PLAN.md): random whole-pixel shifts at two doses, on new seeds
     # 115-126 with its own reference
     "v27_reference": V17_RECIPE_ARM,
-    "v27_shift0.1": ("+ each training image shifted by its own whole-pixel offset per axis, as "
-                     "RandomAffine(translate=(0.1, 0.1)) draws it (up to 3 px)", design_v4_model, "Model_3",
-                     {"translation": 0.1}),
-    "v27_shift0.05": SHIFT_ARM,
+    "v27_shift0.1": shift_arm(0.1, 3),
+    "v27_shift0.05": shift_arm(0.05, 1),
     # design v28, step 3 (results/validation/v28/PLAN.md): v27's shifts of up to 1 px again, on new seeds 127-138
     # with its own reference, judged on its own seeds and pooled with v27's pairs
     "v28_reference": V17_RECIPE_ARM,
-    "v28_shift0.05": SHIFT_ARM,
+    "v28_shift0.05": shift_arm(0.05, 1),
 }
 # a run of the key also gives the value's run: the same weights scored without the re-estimation
 DERIVED = {"v19_recalibrate_bn": "v19_reference", "v19_check": "v19_check_reference"}
