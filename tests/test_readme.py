@@ -629,25 +629,41 @@ def test_design_v23s_arms_change_the_cycles_final_lr_only():
     assert all(run.config(arm, 1).final_lr == 0.0 for arm in run.ARMS if run.ROUNDS[arm] != "v23")
 
 
-@pytest.mark.parametrize("round_, seeds, candidates", [("v24", range(79, 91), (3.5, 0)), ("v25", range(91, 103), (0,))])
-def test_designs_v24_and_v25s_arms_are_design_v17s_recipe_on_new_seeds_with_less_rotation(round_, seeds, candidates):
-    """v24's and v25's references are design v17's Model_3 and recipe on new seeds (79-90, 91-102; each block
-    once); their candidates change the rotation's range only (v24: 3.5 deg and none; v25: none); every step-3 arm of
-    the earlier rounds rotated by 7 deg (of v2's, all but the schedule-only arm that measured the rotation's
-    effect)."""
+# rounds that change one setting of design v17's recipe on new seeds, with design v17's recipe run on them as the
+# reference: round, seeds, the setting, its value in design v17's recipe, the candidates' arm-name stem and values
+ONE_SETTING_ROUNDS = [("v24", range(79, 91), "rotation", 7.0, "rotation", (3.5, 0)),
+                      ("v25", range(91, 103), "rotation", 7.0, "rotation", (0,)),
+                      ("v27", range(115, 127), "translation", 0.0, "shift", (0.1, 0.05)),
+                      ("v28", range(127, 139), "translation", 0.0, "shift", (0.05,))]
+
+
+@pytest.mark.parametrize("round_, seeds, setting, reference_value, stem, values", ONE_SETTING_ROUNDS)
+def test_one_setting_rounds_arms_are_design_v17s_recipe_on_new_seeds_with_that_setting_changed(
+        round_, seeds, setting, reference_value, stem, values):
+    """v24's and v25's (the rotation's range: 3.5 deg and none; none) and v27's and v28's (whole-pixel shifts:
+    translate 0.1 and 0.05; 0.05) references are design v17's Model_3 and recipe on new seeds, each block once; their
+    candidates build the reference's model and change that one setting only."""
     run = validation_driver()
     for seed in seeds:
         reference = vars(run.config(f"{round_}_reference", seed))
         assert reference == {**vars(utils.recipe("Model_3")), "seed": seed, "holdout": 5000,
                              "holdout_block": seed % 12}
-        assert reference["rotation"] == 7.0
-        for degrees in candidates:
-            assert vars(run.config(f"{round_}_rotation{degrees}", seed)) == {**reference, "rotation": degrees}
-            assert run.ARMS[f"{round_}_rotation{degrees}"][1] is run.ARMS["v19_reference"][1]
+        assert reference[setting] == reference_value
+        for value in values:
+            assert vars(run.config(f"{round_}_{stem}{value}", seed)) == {**reference, setting: value}
+            assert run.ARMS[f"{round_}_{stem}{value}"][1] is run.ARMS["v19_reference"][1]
     assert {run.config(f"{round_}_reference", s).holdout_block for s in seeds} == set(range(12))
+
+
+def test_only_their_own_rounds_change_the_rotation_or_shift():
+    """Every step-3 arm outside v24 and v25 rotated by 7 deg (of v2's, all but the schedule-only arm that measured
+    the rotation's effect), and no arm shifted but design v3's shift arm and v27's and v28's candidates."""
+    run = validation_driver()
     earlier = {arm: run.config(arm, 1).rotation for arm in run.ARMS
                if run.ROUNDS[arm] not in ("v24", "v25") and run.ARMS[arm][2] == "Model_3"}
     assert {arm for arm, degrees in earlier.items() if degrees != 7.0} == {"step3_schedule"}
+    shifted = {arm for arm in run.ARMS if run.config(arm, 1).translation}
+    assert shifted == {"v3_shift", "v27_shift0.1", "v27_shift0.05", "v28_shift0.05"}
 
 
 def test_design_v26s_arms_are_design_v17s_recipe_on_new_seeds_with_another_activation():
@@ -677,26 +693,6 @@ def test_design_v26s_arms_are_design_v17s_recipe_on_new_seeds_with_another_activ
                                                                     torch.nn.MaxPool2d,
                                                                     torch.nn.AdaptiveAvgPool2d))}
     assert activations == {torch.nn.ReLU}
-
-
-@pytest.mark.parametrize("round_, seeds, doses", [("v27", range(115, 127), (0.1, 0.05)),
-                                                  ("v28", range(127, 139), (0.05,))])
-def test_designs_v27_and_v28s_arms_are_design_v17s_recipe_on_new_seeds_with_random_shifts(round_, seeds, doses):
-    """v27's and v28's references are design v17's Model_3 and recipe on new seeds (115-126, 127-138; each block
-    once); their candidates build the reference's model and add whole-pixel shifts (v27: translate 0.1 and 0.05;
-    v28: 0.05) and nothing else; every other arm but design v3's shift arm trains without shifts."""
-    run = validation_driver()
-    for seed in seeds:
-        reference = vars(run.config(f"{round_}_reference", seed))
-        assert reference == {**vars(utils.recipe("Model_3")), "seed": seed, "holdout": 5000,
-                             "holdout_block": seed % 12}
-        assert reference["translation"] == 0.0
-        for dose in doses:
-            assert vars(run.config(f"{round_}_shift{dose}", seed)) == {**reference, "translation": dose}
-            assert run.ARMS[f"{round_}_shift{dose}"][1] is run.ARMS["v19_reference"][1]
-    assert {run.config(f"{round_}_reference", s).holdout_block for s in seeds} == set(range(12))
-    shifted = {arm for arm in run.ARMS if run.config(arm, 1).translation}
-    assert shifted == {"v3_shift", "v27_shift0.1", "v27_shift0.05", "v28_shift0.05"}
 
 
 def test_design_v26s_readme_quotes_the_committed_activation_costs():
