@@ -262,10 +262,10 @@ def test_elastic_field_refuses_a_blur_wider_than_the_image():
                                                    (5.0, 1.1, 2, -3)])
 def test_both_pipelines_distort_the_same_way(angle, scale, dx, dy):
     """One image, one angle, factor and shift, and one field through both pipelines. The conventional pipeline
-    resamples twice (RandomAffine, then ElasticTransform): the device pipeline's affine map followed by the same field as a
-    second resampling matches it up to PIL's rounding, and the field negated is far off. The device pipeline's one
-    resampling of the composed map differs from that only by the second interpolation's blur (nil when the affine
-    map is the identity)."""
+    resamples twice (RandomAffine, then ElasticTransform): the device pipeline's affine map followed by the same
+    field as a second resampling matches it up to PIL's rounding, and the field negated is far off. The device
+    pipeline's one resampling of the composed map differs from that only by the second interpolation's blur (nil
+    when the affine map is the identity)."""
     image = synthetic_digits(1, seed=7)[0][0]
     noise = torch.rand(1, 2, 28, 28, generator=torch.Generator().manual_seed(1)) * 2 - 1
     field = utils.elastic_field(noise, 34.0, 4.0)

@@ -251,6 +251,8 @@ DERIVED = {"v19_recalibrate_bn": "v19_reference", "v19_check": "v19_check_refere
 DESIGNS = ("v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11", "v12", "v13", "v14", "v15", "v16", "v17",
            "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25", "v26", "v27", "v28")
 ROUNDS = {arm: arm.split("_")[0] if arm.split("_")[0] in DESIGNS else "v2" for arm in ARMS}
+# design v17's recipe, as the rounds after it pin it
+V17_PINS = {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0}
 # what the recipes were when each round ran, where a later design changed them (Model_3's batch 128 -> 64 in v3,
 # bf16 training on the CPU in v5, the EMA in v7, random scaling in v12, elastic distortion in v17; v8 to v18 pin
 # the EMA they ran with, every round before v13 pins scaling off, v13 to v18 pin design v12's, every round before
@@ -268,19 +270,9 @@ RAN_WITH = {round_: {"scale": 0.0, "label_smoothing": 0.0, "elastic": 0.0, "clea
     "v12": {"ema": 0.999}, "v13": {"ema": 0.999, "scale": 0.2}, "v14": {"ema": 0.999, "scale": 0.2},
     "v15": {"ema": 0.999, "scale": 0.2}, "v16": {"ema": 0.999, "scale": 0.2},
     "v17": {"ema": 0.999, "scale": 0.2},
-    "v18": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0},
-    "v19": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0},
-    "v20": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0},
-    "v21": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0},
-    "v22": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0},
-    "v23": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0},
-    "v24": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0, "rotation": 7.0},
-    "v25": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0, "rotation": 7.0},
-    "v26": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0, "rotation": 7.0},
-    "v27": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0, "rotation": 7.0,
-            "translation": 0.0},
-    "v28": {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0, "rotation": 7.0,
-            "translation": 0.0}}.items()}
+    **{round_: V17_PINS for round_ in ("v18", "v19", "v20", "v21", "v22", "v23")},
+    **{round_: {**V17_PINS, "rotation": 7.0} for round_ in ("v24", "v25", "v26")},
+    **{round_: {**V17_PINS, "rotation": 7.0, "translation": 0.0} for round_ in ("v27", "v28")}}.items()}
 # rounds whose held-out block rotates with the seed: block seed % 12 of the twelve blocks of 5,000 images
 ROTATING_BLOCKS = {"v13", "v14", "v15", "v16", "v17", "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25", "v26",
                    "v27", "v28"}
