@@ -393,6 +393,8 @@ class Config:
     weight_decay: float = 0.0
     schedule: str = "constant"  # "constant" | "onecycle" (stepped per batch) | "step" (per epoch)
     hold_epochs: int = 0       # onecycle: the last N epochs train at the cycle's final LR (lr / 100, or final_lr)
+    cycle_momentum: bool = True  # onecycle: move the momentum against the LR (0.95 -> 0.85 -> 0.95); False: keep
+                                 # ``momentum`` throughout
     final_lr: float = 0.0      # onecycle: > 0: the LR the cycle anneals to, and the hold keeps, instead of lr / 100
     rotation: float = 0.0      # degrees; each training image gets its own angle in [-rotation, rotation]
     translation: float = 0.0   # > 0: each training image is also shifted by up to this fraction of its size
@@ -472,9 +474,10 @@ class OneCycleThenHold(torch.optim.lr_scheduler.OneCycleLR):
 def make_optimizer(model: nn.Module, cfg: Config, steps_per_epoch: int):
     """SGD with momentum and the schedule ``cfg.schedule``; returns ``(optimizer, scheduler or None)``.
 
-    Under "onecycle", ``cfg.momentum`` is not used: OneCycleLR (by its default, ``cycle_momentum``) sets the
+    Under "onecycle" with ``cfg.cycle_momentum`` (the default), ``cfg.momentum`` is not used: OneCycleLR sets the
     momentum and moves it against the LR, 0.95 at the cycle's start, 0.85 at the peak LR, 0.95 at its end, and
     the hold keeps 0.95. Printed configs say ``momentum=0.9`` for every recipe; step 3's runs trained with the cycle.
+    With ``cycle_momentum=False`` the momentum stays ``cfg.momentum`` and only the LR follows the cycle.
     """
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                           nesterov=cfg.nesterov)
@@ -492,7 +495,8 @@ def make_optimizer(model: nn.Module, cfg: Config, steps_per_epoch: int):
         start_div = 25
         final_div = cfg.lr / start_div / cfg.final_lr if cfg.final_lr else 4
         return opt, OneCycleThenHold(opt, max_lr=cfg.lr, total_steps=total, pct_start=max(0.2, 2 / total),
-                                     div_factor=start_div, final_div_factor=final_div)
+                                     div_factor=start_div, final_div_factor=final_div,
+                                     cycle_momentum=cfg.cycle_momentum)
     if cfg.schedule == "step":
         return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, cfg.epochs // 3), gamma=0.1)
     raise ValueError(f"unknown schedule {cfg.schedule!r}: use 'constant', 'onecycle' or 'step'")

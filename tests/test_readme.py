@@ -135,12 +135,12 @@ def test_each_design_named_seeds_no_earlier_design_had():
              "results/validation/v20/PLAN.md", "results/validation/v21/PLAN.md",
              "results/validation/v22/PLAN.md", "results/validation/v23/PLAN.md", "results/validation/v24/PLAN.md",
              "results/validation/v25/PLAN.md", "results/validation/v26/PLAN.md", "results/validation/v27/PLAN.md",
-             "results/validation/v28/PLAN.md"]
+             "results/validation/v28/PLAN.md", "results/validation/v29/PLAN.md"]
     seeds = [set(planned_fresh_seeds(plan)) for plan in plans]
     seeds.append(set(range(4011, 4021)))  # design v6's plan names them for design v5's model (v6 adopted nothing)
     seeds.append(set(range(9941, 9951)))  # ten more for design v17's model (results/Model_3/more_seeds/README.md)
     seeds.append(set(range(9601, 9641)))  # the GPU check's seeds for design v12's model (results/gpu/README.md)
-    assert all(len(s) == 10 for s in seeds[:-1]) and len(set.union(*seeds)) == 330
+    assert all(len(s) == 10 for s in seeds[:-1]) and len(set.union(*seeds)) == 340
 
 
 # seeds a plan named for the model of the design before it, should the plan adopt nothing (it adopted nothing), or
@@ -577,7 +577,7 @@ def test_design_v17s_arms_add_elastic_distortion_only():
             assert vars(run.config(f"v17_elastic{alpha:.0f}", seed)) == {**reference, "elastic": alpha,
                                                                           "elastic_sigma": 4.0}
     # the rounds that train with the elastic distortion
-    later = ("v17", "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25", "v26", "v27", "v28")
+    later = ("v17", "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25", "v26", "v27", "v28", "v29")
     assert all(run.config(arm, 1).elastic == 0.0 for arm in run.ARMS if run.ROUNDS[arm] not in later)
 
 
@@ -664,6 +664,26 @@ def test_only_their_own_rounds_change_the_rotation_or_shift():
     assert {arm for arm, degrees in earlier.items() if degrees != 7.0} == {"step3_schedule"}
     shifted = {arm for arm in run.ARMS if run.config(arm, 1).translation}
     assert shifted == {"v3_shift", "v27_shift0.1", "v27_shift0.05", "v28_shift0.05"}
+
+
+def test_design_v29s_arms_are_design_v17s_recipe_on_v27s_and_v28s_seeds_with_the_hold_or_momentum_changed():
+    """v29's candidates pair with v27's and v28's reference runs (design v17's Model_3 and recipe, seeds 115-138,
+    each block twice): the same model, the reference's config but for the hold (5 epochs) or the momentum cycle
+    (off); v29_reference, the reproduction check, is the reference's arm. No other arm changed either setting but
+    design v14's one-epoch hold."""
+    run = validation_driver()
+    for seed in range(115, 139):
+        reference = vars(run.config("v27_reference" if seed < 127 else "v28_reference", seed))
+        assert reference == {**vars(utils.recipe("Model_3")), "seed": seed, "holdout": 5000,
+                             "holdout_block": seed % 12}
+        assert vars(run.config("v29_reference", seed)) == reference
+        assert vars(run.config("v29_hold5", seed)) == {**reference, "hold_epochs": 5}
+        assert vars(run.config("v29_momentum0.9", seed)) == {**reference, "cycle_momentum": False}
+    assert all(run.ARMS[arm][1] is run.ARMS["v28_reference"][1] is run.ARMS["v19_reference"][1]
+               for arm in ("v29_reference", "v29_hold5", "v29_momentum0.9"))
+    assert {arm for arm in run.ARMS if not run.config(arm, 1).cycle_momentum} == {"v29_momentum0.9"}
+    holds = {arm: run.config(arm, 1).hold_epochs for arm in run.ARMS if run.ARMS[arm][2] == "Model_3"}
+    assert {arm: hold for arm, hold in holds.items() if hold != 3} == {"v14_cycle14_hold1": 1, "v29_hold5": 5}
 
 
 def test_design_v26s_arms_are_design_v17s_recipe_on_new_seeds_with_another_activation():

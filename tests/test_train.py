@@ -163,6 +163,23 @@ def test_onecycle_cycles_the_momentum_against_the_lr_and_nesterov_reaches_sgd():
     assert constant.param_groups[0]["momentum"] == 0.9
 
 
+def test_without_the_momentum_cycle_the_momentum_stays_and_the_lr_cycle_is_unchanged():
+    """``Config.cycle_momentum=False`` (design v29's C2): every step at ``cfg.momentum``, the LR step for step the
+    default's; the default still cycles (the test above)."""
+    cfg = utils.recipe("Model_3", cycle_momentum=False)
+    assert per_step(cfg, 10, "momentum") == [0.9] * (cfg.epochs * 10)
+    assert per_step(cfg, 10) == per_step(utils.recipe("Model_3"), 10)
+    assert len(set(per_step(utils.recipe("Model_3"), 10, "momentum"))) > 2
+
+
+def test_a_longer_hold_ends_the_cycle_earlier_and_holds_every_scored_epoch():
+    """``hold_epochs=5`` (design v29's C1): the cycle spans epochs 1-10 and epochs 11-15 train at lr / 100."""
+    cfg = utils.recipe("Model_3", hold_epochs=5)
+    lrs = lr_per_step(cfg, 10)
+    assert lrs.index(max(lrs)) == round(0.2 * 100) - 1
+    assert lrs[99:] == pytest.approx([cfg.lr / 100] * 51) and lrs[98] > cfg.lr / 100
+
+
 def test_a_nan_loss_stops_training_with_a_clear_message(mnist_root):
     class Broken(nn.Module):
         def __init__(self):
