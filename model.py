@@ -180,28 +180,10 @@ class Model_3(StagedNet):
     results/design_v7/paired/); the elastic distortion raised the mean by +0.04 and the lowest epoch by +0.06 (SE
     0.01 each, 8 seeds each holding out its own block; at alpha 48 it cost -0.13, SE 0.02) (results/validation/v2/
     to v7/, v12/ and v17/, rules in results/design_v*/PLAN.md, results/validation/v6/PLAN.md and
-    results/PLAN.md). Not adopted on validation: weight decay (designs v8, v9), block 1's first conv padded and
-    Nesterov momentum (v10), a peak LR of 0.05 or 0.2 (v11), removing the scaling, label smoothing 0.1, a 14-epoch
-    cycle, a moving average of decay 0.9995 (v13, v14), block 2 of four convs (7,890 parameters; v15, v16), and
-    the last 5 or 3 epochs trained without augmentation (v18: +0.026 on the mean but +0.015, SE 0.013, on the
-    lowest epoch; nothing for 3), BatchNorm statistics re-estimated on 10,000 clean training images before each
-    evaluation (v19: +0.008 on the mean, +0.012 on the lowest epoch, SE 0.01 each, 12 new seeds) and the last 5
-    clean epochs again on those seeds (v20, pooled with v18's, n = 20: +0.011 on the mean, +0.012 on the lowest
-    epoch, SE 0.01 each) and the elastic distortion at alpha 12 (v21: +0.017 on the mean, +0.028 on the lowest
-    epoch, SE 0.03 each) and batch 32 or block 1's first conv at 10 channels (v22: -0.008 and +0.002 on the mean,
-    +0.005 and +0.010 on the lowest epoch, SE 0.02-0.03; each also not adopted on three seeds in design v5 or
-    v4) and the cycle ending at, and the hold keeping, LR 0.0003 or 0.003 instead of 0.001 (v23: -0.039 and
-    -0.005 on the mean, -0.027 and -0.002 on the lowest epoch, SE 0.01 each; the lower end's runs were as much
-    lower in epoch 10, before the hold) and less rotation on new seeds (v24: +-3.5 deg +0.007 and none +0.036 on
-    the mean, +0.007 and +0.043 on the lowest epoch, SE 0.01-0.02) and no rotation again on other new seeds (v25:
-    -0.027 on the mean, -0.028 on the lowest epoch, SE 0.02 each; pooled with v24's, n = 24,
-    +0.004 and +0.007) and SiLU or LeakyReLU (slope 0.1) instead of ReLU in every conv_block on new seeds (v26:
-    +0.032 and +0.013 on the mean, +0.033 and +0.015 on the lowest epoch, SE 0.02-0.03) and random whole-pixel
-    shifts of up to 3 or 1 px on new seeds (v27: -0.042 and +0.044 on the mean, -0.067 and +0.030 on the lowest
-    epoch, SE 0.02 each) and the 1-px shifts again on other new seeds (v28: -0.012 on the mean, -0.013 on the lowest
-    epoch, SE 0.03 each; pooled with v27's, n = 24, +0.016 and +0.008): every paired delta within +-0.05 but label
-    smoothing's -0.12 and the 3-px shifts' -0.067 on the lowest epoch (results/validation/v8/ to v16/ and v18/ to
-    v28/, each with its plan).
+    results/PLAN.md). Not adopted: the candidates of designs v8-v11, v13-v16 and v18-v28 (optimiser, schedule,
+    moving-average, layer, activation, augmentation and scoring settings, each paired against the recipe of its day
+    on validation seeds; every paired delta within +-0.05 but label smoothing's -0.12 and the 3-px shifts' -0.067
+    on the lowest epoch), each with its delta, SE and n in the README's step 3 and results/validation/v8/ to v28/.
 
     Stages: Model_2's.
     """
