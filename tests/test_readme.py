@@ -870,8 +870,8 @@ def test_rotating_block_rounds_tables_are_what_their_runs_give(round_, arms, blo
         assert f"**{found[0][1]} (SE {found[0][2]}) / {found[1][1]} (SE {found[1][2]})**" in flat, arm
 
 
-# the table of rounds after design v17 in "How it got here, in short": candidate arm, reference arm, and (v20) the
-# pair pooled with it
+# the table of rounds after design v17 in "How it got here, in short": candidate arm, reference arm, and (v20, v29)
+# the pair pooled with it
 AFTER_V17 = [("v18_clean5", "v17_elastic24", None), ("v18_clean3", "v17_elastic24", None),
              ("v19_recalibrate_bn", "v19_reference", None),
              ("v20_clean5", "v19_reference", ("v18_clean5", "v17_elastic24")),
@@ -881,7 +881,11 @@ AFTER_V17 = [("v18_clean5", "v17_elastic24", None), ("v18_clean3", "v17_elastic2
              ("v24_rotation0", "v24_reference", None), ("v25_rotation0", "v25_reference", None),
              ("v26_silu", "v26_reference", None), ("v26_leaky", "v26_reference", None),
              ("v27_shift0.1", "v27_reference", None), ("v27_shift0.05", "v27_reference", None),
-             ("v28_shift0.05", "v28_reference", None)]
+             ("v28_shift0.05", "v28_reference", None),
+             ("v29_hold5", "v27_reference", ("v29_hold5", "v28_reference")),
+             ("v29_momentum0.9", "v27_reference", ("v29_momentum0.9", "v28_reference"))]
+# rows pooled over more than one reference's seeds, and the number of pairs they pool
+POOLED_N = {"v20_clean5": 20, "v29_hold5": 24, "v29_momentum0.9": 24}
 
 
 def delta_cell(deltas: list[float]) -> str:
@@ -892,7 +896,8 @@ def delta_cell(deltas: list[float]) -> str:
 
 def test_the_rounds_after_design_v17_table_is_what_their_runs_give():
     """Each row of the table of rounds that adopted nothing after design v17: the paired deltas (lowest epoch, mean)
-    and their SEs, to three decimals, from the committed runs (v20's row pooled with v18's seeds)."""
+    and their SEs, to three decimals, from the committed runs (v20's row pooled with v18's seeds; v29's rows each
+    candidate against v27's reference runs on seeds 115-126 and v28's on 127-138)."""
     run = validation_driver()
     rows = [[c.strip() for c in line.strip().strip("|").split("|")]
             for line in section_text("## How it got here, in short").splitlines() if line.startswith("| [v")]
@@ -903,11 +908,49 @@ def test_the_rounds_after_design_v17_table_is_what_their_runs_give():
         for stat in (min, statistics.mean):
             seeds, deltas = run.paired_deltas(arm, reference, stat)
             if pooled_with:
-                deltas = deltas + run.paired_deltas(*pooled_with, stat)[1]
-            assert len(deltas) == {39: 8}.get(seeds[0], 12) + (8 if pooled_with else 0)
+                more_seeds, more = run.paired_deltas(*pooled_with, stat)
+                deltas = deltas + more
+                if pooled_with[0] == arm:  # one candidate against two rounds' references, on consecutive seeds
+                    seeds = seeds + more_seeds
+            assert len(deltas) == POOLED_N.get(arm, {39: 8}.get(seeds[0], 12))
             cells.append(delta_cell(deltas))
         assert row[3:5] == cells, arm
         assert row[2].startswith(f"{seeds[0]}–{seeds[-1]}")
+
+
+def test_design_v29s_reproduction_check_repeats_v28s_reference_run_bit_for_bit():
+    """v29 pairs its candidates with runs of design v17's recipe made in designs v27 and v28; its one run of that
+    recipe (seed 127) gives v28's run of it, every epoch's losses, accuracies and LR equal, as its plan required."""
+    run = validation_driver()
+    folder = ROOT / "results" / "validation"
+    new = json.loads((folder / "v29" / "v29_reference" / "seed127.json").read_text())
+    old = json.loads((folder / "v28" / "v28_reference" / "seed127.json").read_text())
+    assert new["config"] == {**old["config"], "cycle_momentum": True}
+    assert {k: v for k, v in new["history"].items() if k != "seconds"} == {
+        k: v for k, v in old["history"].items() if k != "seconds"}
+    assert sorted(run.last_five_means("v29_reference")) == [127]
+
+
+def test_design_v29s_table_is_what_its_runs_and_v27s_and_v28s_reference_runs_give():
+    """results/validation/v29/README.md, seed by seed (115-138): the held-out block, the reference's epochs 11-15
+    (v27's run on seeds 115-126, v28's on 127-138) and both candidates'; and each candidate's paired deltas over
+    the 24 seeds as run.py --pooled prints them."""
+    run = validation_driver()
+    text = (ROOT / "results" / "validation" / "v29" / "README.md").read_text()
+    rows = seed_rows(text)
+    assert [int(r[0]) for r in rows] == list(range(115, 139))
+    for row in rows:
+        seed = int(row[0])
+        reference = "v27_reference" if seed < 127 else "v28_reference"
+        assert row[1] == str(seed % 12)
+        for cell, arm in zip(row[2:5], (reference, "v29_hold5", "v29_momentum0.9")):
+            assert cell == " ".join(f"{a:.2f}" for a in run.last_five_means(arm, list)[seed]), (seed, arm)
+    flat = " ".join(text.split()).replace("−", "-")
+    for arm in ("v29_hold5", "v29_momentum0.9"):
+        pairs = [(arm, "v27_reference"), (arm, "v28_reference")]
+        found = [re.search(r"paired delta ([+-]\d\.\d\d) \(SE (\d\.\d\d), n = 24\)", run.pooled(pairs, stat))
+                 for stat in (min, statistics.mean)]
+        assert f"**{found[0][1]} (SE {found[0][2]}) / {found[1][1]} (SE {found[1][2]})**" in flat, arm
 
 
 @pytest.mark.parametrize("round_, candidate, earlier", [("v25", "rotation0", "v24"), ("v28", "shift0.05", "v27")])
