@@ -269,6 +269,15 @@ def test_speed_table_quotes_design_v17s_run_times():
     assert f"its notebook run took {notebook:.0f} s alone on the CPU" in " ".join(text.split())
 
 
+def test_step3_notebook_quotes_the_time_of_the_run_it_shows():
+    """Step 3's notebook says in its Result how long its own run took: results/step3_notebook.json, which that run
+    wrote (``SAVE``), so a re-execution that leaves the old time in the text fails here."""
+    seconds = json.loads((ROOT / "results" / "step3_notebook.json").read_text())["wall_seconds"]
+    cells = json.loads((ROOT / "S7_Step3.ipynb").read_text())["cells"]
+    text = " ".join(" ".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown").split())
+    assert f"It took {seconds:.0f} s, alone on the CPU, in this execution" in text
+
+
 def test_the_headline_states_the_fresh_seed_outcome():
     records = runs(3)
     head = " ".join(README.split("## Contents", 1)[0].split())
