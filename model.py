@@ -183,8 +183,8 @@ class Model_3(StagedNet):
     results/PLAN.md). Not adopted: the candidates of designs v8-v11, v13-v16 and v18-v29 (optimiser, schedule,
     moving-average, layer, activation, augmentation and scoring settings, each paired against the recipe of its day
     on validation seeds; every paired delta within +-0.05 but label smoothing's, -0.12 on the mean and -0.10 on
-    the lowest epoch, and the 3-px shifts' -0.067 on the lowest epoch), each with its delta, SE and n in the README (step 3, and the table of rounds after design
-    v17) and in results/validation/v8/ to v29/.
+    the lowest epoch, and the 3-px shifts' -0.067 on the lowest epoch), each with its delta, SE and n in the README
+    (step 3, and the table of rounds after design v17) and in results/validation/v8/ to v29/.
 
     Stages: Model_2's.
     """

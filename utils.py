@@ -388,13 +388,12 @@ class Config:
     epochs: int = 15
     batch_size: int = 128
     lr: float = 0.01           # the constant LR, or OneCycle's peak LR
-    momentum: float = 0.9      # SGD momentum; "onecycle" ignores it (make_optimizer: 0.95 -> 0.85 -> 0.95)
+    momentum: float = 0.9      # SGD momentum; "onecycle" ignores it unless cycle_momentum is off (make_optimizer)
     nesterov: bool = False     # Nesterov momentum
     weight_decay: float = 0.0
     schedule: str = "constant"  # "constant" | "onecycle" (stepped per batch) | "step" (per epoch)
     hold_epochs: int = 0       # onecycle: the last N epochs train at the cycle's final LR (lr / 100, or final_lr)
-    cycle_momentum: bool = True  # onecycle: move the momentum against the LR (0.95 -> 0.85 -> 0.95); False: keep
-                                 # ``momentum`` throughout
+    cycle_momentum: bool = True  # onecycle: move the momentum 0.95 -> 0.85 -> 0.95 against the LR; off: keep momentum
     final_lr: float = 0.0      # onecycle: > 0: the LR the cycle anneals to, and the hold keeps, instead of lr / 100
     rotation: float = 0.0      # degrees; each training image gets its own angle in [-rotation, rotation]
     translation: float = 0.0   # > 0: each training image is also shifted by up to this fraction of its size
