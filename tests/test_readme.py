@@ -68,6 +68,13 @@ def seed_rows(text: str) -> list[list[str]]:
     return [[cell.strip() for cell in row] for row in rows if row[0].strip().isdigit()]
 
 
+def bold_deltas(printed: list[str], n: int) -> str:
+    """The bold cell a validation round's README gives a candidate, ``**lowest (SE) / mean (SE)**``, from run.py's
+    two printed lines (``--compare`` or ``--pooled``: lowest epoch, then mean), each over ``n`` paired seeds."""
+    found = [re.search(rf"paired delta ([+-]\d\.\d\d) \(SE (\d\.\d\d), n = {n}\)", line) for line in printed]
+    return f"**{found[0][1]} (SE {found[0][2]}) / {found[1][1]} (SE {found[1][2]})**"
+
+
 def check_rows(rows: list[list[str]], records: dict[int, dict]) -> None:
     """| seed | test %, epochs 11-15 | min | mean | rows against the JSON files, every run listed."""
     assert sorted(int(r[0]) for r in rows) == sorted(records)
@@ -832,9 +839,7 @@ def test_design_v12s_validation_table_is_what_its_runs_give():
             assert cell == " ".join(f"{a:.2f}" for a in epochs[arm][int(row[0])]), (row[0], arm)
     flat = " ".join(text.split())
     for arm in arms[1:]:
-        found = [re.search(r"paired delta ([+-]\d\.\d\d) \(SE (\d\.\d\d), n = 8\)", run.compare(arm, arms[0], stat))
-                 for stat in (min, statistics.mean)]
-        assert f"**{found[0][1]} (SE {found[0][2]}) / {found[1][1]} (SE {found[1][2]})**" in flat, arm
+        assert bold_deltas([run.compare(arm, arms[0], stat) for stat in (min, statistics.mean)], 8) in flat, arm
 
 
 @pytest.mark.parametrize("round_, arms, block_cell, seeds", [
@@ -874,9 +879,8 @@ def test_rotating_block_rounds_tables_are_what_their_runs_give(round_, arms, blo
             assert record["evaluated_on"] == f"training images {seed % 12 * 5000}-{seed % 12 * 5000 + 4999}"
     flat = " ".join(text.split()).replace("−", "-")
     for arm in arms[1:]:
-        found = [re.search(rf"paired delta ([+-]\d\.\d\d) \(SE (\d\.\d\d), n = {len(seeds)}\)",
-                           run.compare(arm, arms[0], stat)) for stat in (min, statistics.mean)]
-        assert f"**{found[0][1]} (SE {found[0][2]}) / {found[1][1]} (SE {found[1][2]})**" in flat, arm
+        printed = [run.compare(arm, arms[0], stat) for stat in (min, statistics.mean)]
+        assert bold_deltas(printed, len(seeds)) in flat, arm
 
 
 # the table of rounds after design v17 in "How it got here, in short": candidate arm, reference arm, and (v20, v29)
@@ -957,9 +961,7 @@ def test_design_v29s_table_is_what_its_runs_and_v27s_and_v28s_reference_runs_giv
     flat = " ".join(text.split()).replace("−", "-")
     for arm in ("v29_hold5", "v29_momentum0.9"):
         pairs = [(arm, "v27_reference"), (arm, "v28_reference")]
-        found = [re.search(r"paired delta ([+-]\d\.\d\d) \(SE (\d\.\d\d), n = 24\)", run.pooled(pairs, stat))
-                 for stat in (min, statistics.mean)]
-        assert f"**{found[0][1]} (SE {found[0][2]}) / {found[1][1]} (SE {found[1][2]})**" in flat, arm
+        assert bold_deltas([run.pooled(pairs, stat) for stat in (min, statistics.mean)], 24) in flat, arm
 
 
 @pytest.mark.parametrize("round_, candidate, earlier", [("v25", "rotation0", "v24"), ("v28", "shift0.05", "v27")])

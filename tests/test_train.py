@@ -117,15 +117,16 @@ def lr_per_step(cfg: utils.Config, steps_per_epoch: int) -> list[float]:
     return per_step(cfg, steps_per_epoch)
 
 
-def test_onecycle_ends_after_the_cycle_epochs_and_then_holds_its_final_lr():
-    cfg = utils.recipe("Model_3")
+@pytest.mark.parametrize("hold", [3, 5])  # Model_3's hold, and design v29's C1 (every scored epoch, 11-15, held)
+def test_onecycle_ends_after_the_cycle_epochs_and_then_holds_its_final_lr(hold):
+    cfg = utils.recipe("Model_3", hold_epochs=hold)
     lrs = lr_per_step(cfg, steps_per_epoch=10)
     cycle = (cfg.epochs - cfg.hold_epochs) * 10
     peak = lrs.index(max(lrs))
     assert lrs[0] == pytest.approx(cfg.lr / 25) and lrs[peak] == pytest.approx(cfg.lr, rel=1e-3)
     assert peak == round(0.2 * cycle) - 1
     assert all(a >= b for a, b in zip(lrs[peak:cycle], lrs[peak + 1:cycle]))
-    assert lrs[cycle - 1:] == pytest.approx([cfg.lr / 100] * (len(lrs) - cycle + 1))
+    assert lrs[cycle - 1:] == pytest.approx([cfg.lr / 100] * (len(lrs) - cycle + 1)) and lrs[cycle - 2] > cfg.lr / 100
     # without held epochs the cycle spans the whole run, and a run shorter than the hold still gets a cycle
     assert lr_per_step(utils.recipe("Model_3", hold_epochs=0), 10)[-1] == pytest.approx(cfg.lr / 100)
     assert max(lr_per_step(utils.recipe("Model_3", epochs=2), 10)) == pytest.approx(cfg.lr, rel=1e-2)
@@ -170,14 +171,6 @@ def test_without_the_momentum_cycle_the_momentum_stays_and_the_lr_cycle_is_uncha
     assert per_step(cfg, 10, "momentum") == [0.9] * (cfg.epochs * 10)
     assert per_step(cfg, 10) == per_step(utils.recipe("Model_3"), 10)
     assert len(set(per_step(utils.recipe("Model_3"), 10, "momentum"))) > 2
-
-
-def test_a_longer_hold_ends_the_cycle_earlier_and_holds_every_scored_epoch():
-    """``hold_epochs=5`` (design v29's C1): the cycle spans epochs 1-10 and epochs 11-15 train at lr / 100."""
-    cfg = utils.recipe("Model_3", hold_epochs=5)
-    lrs = lr_per_step(cfg, 10)
-    assert lrs.index(max(lrs)) == round(0.2 * 100) - 1
-    assert lrs[99:] == pytest.approx([cfg.lr / 100] * 51) and lrs[98] > cfg.lr / 100
 
 
 def test_a_nan_loss_stops_training_with_a_clear_message(mnist_root):
