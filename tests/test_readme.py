@@ -142,12 +142,12 @@ def test_each_design_named_seeds_no_earlier_design_had():
              "results/validation/v20/PLAN.md", "results/validation/v21/PLAN.md",
              "results/validation/v22/PLAN.md", "results/validation/v23/PLAN.md", "results/validation/v24/PLAN.md",
              "results/validation/v25/PLAN.md", "results/validation/v26/PLAN.md", "results/validation/v27/PLAN.md",
-             "results/validation/v28/PLAN.md", "results/validation/v29/PLAN.md"]
+             "results/validation/v28/PLAN.md", "results/validation/v29/PLAN.md", "results/validation/v30/PLAN.md"]
     seeds = [set(planned_fresh_seeds(plan)) for plan in plans]
     seeds.append(set(range(4011, 4021)))  # design v6's plan names them for design v5's model (v6 adopted nothing)
     seeds.append(set(range(9941, 9951)))  # ten more for design v17's model (results/Model_3/more_seeds/README.md)
     seeds.append(set(range(9601, 9641)))  # the GPU check's seeds for design v12's model (results/gpu/README.md)
-    assert all(len(s) == 10 for s in seeds[:-1]) and len(set.union(*seeds)) == 340
+    assert all(len(s) == 10 for s in seeds[:-1]) and len(set.union(*seeds)) == 350
 
 
 # seeds a plan named for the model of the design before it, should the plan adopt nothing (it adopted nothing), or
@@ -593,7 +593,7 @@ def test_design_v17s_arms_add_elastic_distortion_only():
             assert vars(run.config(f"v17_elastic{alpha:.0f}", seed)) == {**reference, "elastic": alpha,
                                                                           "elastic_sigma": 4.0}
     # the rounds that train with the elastic distortion
-    later = ("v17", "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25", "v26", "v27", "v28", "v29")
+    later = ("v17", "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25", "v26", "v27", "v28", "v29", "v30")
     assert all(run.config(arm, 1).elastic == 0.0 for arm in run.ARMS if run.ROUNDS[arm] not in later)
 
 
@@ -700,6 +700,25 @@ def test_design_v29s_arms_are_design_v17s_recipe_on_v27s_and_v28s_seeds_with_the
     assert {arm for arm in run.ARMS if not run.config(arm, 1).cycle_momentum} == {"v29_momentum0.9"}
     holds = {arm: run.config(arm, 1).hold_epochs for arm in run.ARMS if run.ARMS[arm][2] == "Model_3"}
     assert {arm: hold for arm, hold in holds.items() if hold != 3} == {"v14_cycle14_hold1": 1, "v29_hold5": 5}
+
+
+def test_design_v30s_arms_are_design_v17s_model_and_recipe_on_v27s_and_v28s_seeds_with_another_dropout_rate():
+    """v30's candidates pair with v27's and v28's reference runs (seeds 115-138): the reference's config, and its
+    model but for the rate of every dropout layer (0.01 or 0.05 after the transition and block 2's three convs,
+    none in block 1); v30_reference, the reproduction check, is the reference's arm."""
+    run = validation_driver()
+    for seed in range(115, 139):
+        reference = vars(run.config("v27_reference" if seed < 127 else "v28_reference", seed))
+        for arm in ("v30_reference", "v30_dropout0.01", "v30_dropout0.05"):
+            assert vars(run.config(arm, seed)) == reference
+    assert run.ARMS["v30_reference"][1] is run.ARMS["v28_reference"][1]
+    reference = run.ARMS["v28_reference"][1]()
+    for rate in (0.01, 0.05):
+        candidate = run.ARMS[f"v30_dropout{rate}"][1]()
+        assert [type(m) for m in candidate.modules()] == [type(m) for m in reference.modules()]
+        assert [m.p for m in candidate.modules() if isinstance(m, torch.nn.Dropout)] == [rate] * 4
+        assert not any(isinstance(m, torch.nn.Dropout) for m in candidate.block1.modules())
+        assert utils.count_parameters(candidate) == utils.count_parameters(reference) == 7442
 
 
 def test_design_v26s_arms_are_design_v17s_recipe_on_new_seeds_with_another_activation():
