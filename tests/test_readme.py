@@ -902,7 +902,7 @@ def test_rotating_block_rounds_tables_are_what_their_runs_give(round_, arms, blo
         assert bold_deltas(printed, len(seeds)) in flat, arm
 
 
-# the table of rounds after design v17 in "How it got here, in short": candidate arm, reference arm, and (v20, v29)
+# the table of rounds after design v17 in "How it got here, in short": candidate arm, reference arm, and (v20, v29, v30)
 # the pair pooled with it
 AFTER_V17 = [("v18_clean5", "v17_elastic24", None), ("v18_clean3", "v17_elastic24", None),
              ("v19_recalibrate_bn", "v19_reference", None),
@@ -915,9 +915,11 @@ AFTER_V17 = [("v18_clean5", "v17_elastic24", None), ("v18_clean3", "v17_elastic2
              ("v27_shift0.1", "v27_reference", None), ("v27_shift0.05", "v27_reference", None),
              ("v28_shift0.05", "v28_reference", None),
              ("v29_hold5", "v27_reference", ("v29_hold5", "v28_reference")),
-             ("v29_momentum0.9", "v27_reference", ("v29_momentum0.9", "v28_reference"))]
+             ("v29_momentum0.9", "v27_reference", ("v29_momentum0.9", "v28_reference")),
+             ("v30_dropout0.01", "v27_reference", ("v30_dropout0.01", "v28_reference")),
+             ("v30_dropout0.05", "v27_reference", ("v30_dropout0.05", "v28_reference"))]
 # rows pooled over more than one reference's seeds, and the number of pairs they pool
-POOLED_N = {"v20_clean5": 20, "v29_hold5": 24, "v29_momentum0.9": 24}
+POOLED_N = {"v20_clean5": 20, "v29_hold5": 24, "v29_momentum0.9": 24, "v30_dropout0.01": 24, "v30_dropout0.05": 24}
 
 
 def delta_cell(deltas: list[float]) -> str:
@@ -928,8 +930,8 @@ def delta_cell(deltas: list[float]) -> str:
 
 def test_the_rounds_after_design_v17_table_is_what_their_runs_give():
     """Each row of the table of rounds that adopted nothing after design v17: the paired deltas (lowest epoch, mean)
-    and their SEs, to three decimals, from the committed runs (v20's row pooled with v18's seeds; v29's rows each
-    candidate against v27's reference runs on seeds 115-126 and v28's on 127-138)."""
+    and their SEs, to three decimals, from the committed runs (v20's row pooled with v18's seeds; v29's and v30's rows
+    each candidate against v27's reference runs on seeds 115-126 and v28's on 127-138)."""
     run = validation_driver()
     rows = [[c.strip() for c in line.strip().strip("|").split("|")]
             for line in section_text("## How it got here, in short").splitlines() if line.startswith("| [v")]
@@ -950,35 +952,39 @@ def test_the_rounds_after_design_v17_table_is_what_their_runs_give():
         assert row[2].startswith(f"{seeds[0]}–{seeds[-1]}")
 
 
-def test_design_v29s_reproduction_check_repeats_v28s_reference_run_bit_for_bit():
-    """v29 pairs its candidates with runs of design v17's recipe made in designs v27 and v28; its one run of that
-    recipe (seed 127) gives v28's run of it, every epoch's losses, accuracies and LR equal, as its plan required."""
+@pytest.mark.parametrize("round_, seed, earlier", [("v29", 127, "v28_reference"), ("v30", 115, "v27_reference")])
+def test_reproduction_checks_repeat_the_reused_reference_runs_bit_for_bit(round_, seed, earlier):
+    """v29 and v30 pair their candidates with runs of design v17's recipe made in designs v27 and v28; each ran that
+    recipe once (v29 on seed 127, v30 on seed 115), and got the earlier run of it, every epoch's losses,
+    accuracies and LR equal, as their plans required."""
     run = validation_driver()
     folder = ROOT / "results" / "validation"
-    new = json.loads((folder / "v29" / "v29_reference" / "seed127.json").read_text())
-    old = json.loads((folder / "v28" / "v28_reference" / "seed127.json").read_text())
+    new = json.loads((folder / round_ / f"{round_}_reference" / f"seed{seed}.json").read_text())
+    old = json.loads((folder / earlier.split("_")[0] / earlier / f"seed{seed}.json").read_text())
     assert new["config"] == {**old["config"], "cycle_momentum": True}
     assert {k: v for k, v in new["history"].items() if k != "seconds"} == {
         k: v for k, v in old["history"].items() if k != "seconds"}
-    assert sorted(run.last_five_means("v29_reference")) == [127]
+    assert sorted(run.last_five_means(f"{round_}_reference")) == [seed]
 
 
-def test_design_v29s_table_is_what_its_runs_and_v27s_and_v28s_reference_runs_give():
-    """results/validation/v29/README.md, seed by seed (115-138): the held-out block, the reference's epochs 11-15
-    (v27's run on seeds 115-126, v28's on 127-138) and both candidates'; and each candidate's paired deltas over
-    the 24 seeds as run.py --pooled prints them."""
+@pytest.mark.parametrize("round_, candidates", [("v29", ("v29_hold5", "v29_momentum0.9")),
+                                                 ("v30", ("v30_dropout0.01", "v30_dropout0.05"))])
+def test_tables_of_rounds_on_v27s_and_v28s_reference_runs_are_what_the_runs_give(round_, candidates):
+    """results/validation/v29/ and v30/README.md, seed by seed (115-138): the held-out block, the reference's
+    epochs 11-15 (v27's run on seeds 115-126, v28's on 127-138) and both candidates'; and each candidate's paired
+    deltas over the 24 seeds as run.py --pooled prints them."""
     run = validation_driver()
-    text = (ROOT / "results" / "validation" / "v29" / "README.md").read_text()
+    text = (ROOT / "results" / "validation" / round_ / "README.md").read_text()
     rows = seed_rows(text)
     assert [int(r[0]) for r in rows] == list(range(115, 139))
     for row in rows:
         seed = int(row[0])
         reference = "v27_reference" if seed < 127 else "v28_reference"
         assert row[1] == str(seed % 12)
-        for cell, arm in zip(row[2:5], (reference, "v29_hold5", "v29_momentum0.9")):
+        for cell, arm in zip(row[2:5], (reference, *candidates)):
             assert cell == " ".join(f"{a:.2f}" for a in run.last_five_means(arm, list)[seed]), (seed, arm)
     flat = " ".join(text.split()).replace("−", "-")
-    for arm in ("v29_hold5", "v29_momentum0.9"):
+    for arm in candidates:
         pairs = [(arm, "v27_reference"), (arm, "v28_reference")]
         assert bold_deltas([run.pooled(pairs, stat) for stat in (min, statistics.mean)], 24) in flat, arm
 
@@ -1133,13 +1139,14 @@ def test_at_a_glance_tables_are_the_committed_runs():
              json.loads((ROOT / "results" / "step3_notebook.json").read_text())["wall_seconds"]]
     assert len(later) == 13
     # design v17's recipe as the reference of the validation rounds that ran it again (55,000 training images)
-    references = [json.loads(f.read_text())["wall_seconds"]
-                  for f in (ROOT / "results" / "validation").glob("v2[4-9]/v2[4-9]_reference/seed*.json")]
+    references = [json.loads(f.read_text())["wall_seconds"] for round_ in range(24, 31)
+                  for f in (ROOT / "results" / "validation").glob(f"v{round_}/v{round_}_reference/seed*.json")]
+    assert len(references) == 62
     assert rows["one 15-epoch run ≤ 4 min on one CPU thread"] == [
         f"{min(seconds):.0f}–{max(seconds):.0f} s (the ten fresh runs, bf16 on this CPU; {within} of 10 ≤ 240 s); "
         f"{min(later):.0f}–{max(later):.0f} s ({sum(t <= 240 for t in later)} of 13 runs of design v17's recipe on "
         f"later code ≤ 240 s); {min(references):.0f}–{max(references):.0f} s ({sum(t <= 240 for t in references)} of "
-        f"{len(references)} validation runs of it, designs v24–v29's references, two side by side, ≤ 240 s)",
+        f"{len(references)} validation runs of it, designs v24–v30's references, two side by side, ≤ 240 s)",
         "met" if within == 10 else "**missed**"]
     assert rows["< 8,000 parameters, ≤ 15 epochs, BatchNorm, dropout, GAP"][0] == (
         f"Model_3: {utils.count_parameters(model.Model_3()):,} parameters, {utils.recipe('Model_3').epochs} epochs")
