@@ -39,6 +39,22 @@ def test_conv_block_without_dropout_has_no_dropout_module():
     assert type(model.conv_block(4, 8, dropout=0.1)[-1]) is nn.Dropout
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_dropout_draws_one_number_per_element_at_any_rate(dtype):
+    """Design v30's candidates (dropout 0.01, 0.05) and its reference (0.02) draw the same random stream, as its
+    README says: at one seed a lower rate's dropped elements are a subset of a higher rate's, and the generator
+    stands at the same place afterwards (in float32, and in bf16 as under the CPU's autocast)."""
+    x = torch.ones(64, 16, 10, 10, dtype=dtype)
+    dropped, after = [], []
+    for rate in (0.01, 0.02, 0.05):
+        torch.manual_seed(0)
+        dropped.append(nn.Dropout(rate).train()(x) == 0)
+        after.append(torch.rand(8))
+    assert all(low.le(high).all() for low, high in zip(dropped, dropped[1:]))
+    assert dropped[0].sum() < dropped[1].sum() < dropped[2].sum()
+    assert all(torch.equal(a, after[0]) for a in after)
+
+
 def test_block1_dropout_false_removes_only_block_1s_dropout():
     def dropout_parents(net):
         return sorted(name.split(".")[0] for name, m in net.named_modules() if isinstance(m, nn.Dropout))
