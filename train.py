@@ -279,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(err))
 
     out = Path(args.out)
+    folder = next(p for p in (out, *out.parents) if p.exists())  # the part of --out that exists already
+    if not folder.is_dir():
+        parser.error(f"--out {out}: {folder} is a file, not a folder; pick another --out")
     configs = {seed: utils.recipe(args.model, seed=seed, **overrides) for seed in seeds}
     n_params = utils.count_parameters(getattr(models, args.model)())
     finished = {}
@@ -289,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
                 payload = json.loads(path.read_text())
             except (json.JSONDecodeError, UnicodeDecodeError):
                 parser.error(f"{path} is not a results file (invalid JSON); move it away or pick another --out")
+            if not isinstance(payload, dict):
+                parser.error(f"{path} is not a results file (not a JSON object); move it away or pick another --out")
             if not isinstance(payload.get("config"), dict) or not utils.same_experiment(payload["config"], cfg,
                                                                                            args.subset):
                 parser.error(f"{path} holds a run with other settings; move it away or pick another --out")

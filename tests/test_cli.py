@@ -157,6 +157,31 @@ def test_a_broken_results_file_is_reported_not_overwritten(mnist_root, tmp_path,
     assert (out / "Model_1_seed1.json").read_text() == "{half a fi"
 
 
+@pytest.mark.parametrize("content", ["[]", "3"])
+def test_a_results_file_that_is_not_a_json_object_is_reported_not_overwritten(mnist_root, tmp_path, capsys, content):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "Model_1_seed1.json").write_text(content)
+    with pytest.raises(SystemExit) as info:
+        train.main(["--model", "Model_1", "--data-dir", str(mnist_root), "--out", str(out), *SMOKE])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1 and "not a JSON object" in err, err
+    assert (out / "Model_1_seed1.json").read_text() == content
+
+
+@pytest.mark.parametrize("below", [False, True])
+def test_an_out_that_is_a_file_gets_one_line_before_any_run(mnist_root, tmp_path, capsys, below):
+    """--out naming a file, or a folder under one, would fail only when the first seed's results are saved."""
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("not a folder")
+    out = blocker / "runs" if below else blocker
+    with pytest.raises(SystemExit) as info:
+        train.main(["--model", "Model_1", "--data-dir", str(mnist_root), "--out", str(out), *SMOKE])
+    captured = capsys.readouterr()
+    assert info.value.code == 2 and captured.err.count("\n") == 1 and "is a file, not a folder" in captured.err
+    assert "epoch" not in captured.out and blocker.read_text() == "not a folder"
+
+
 def test_results_table_reports_each_seed_and_the_spread():
     payloads = [{"seed": s, "summary": {"best": b, "last": b, "min_last5": b - 0.1, "mean_last5": b - 0.05,
                                         "first_at_target": 9}} for s, b in ((1, 99.5), (2, 99.7))]
