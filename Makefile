@@ -18,7 +18,7 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
-## make train [DATA=folder with MNIST/raw]: train the final model (downloads MNIST into DATA if missing)
+## make train [DATA=folder with MNIST/raw]: train Model_3 with its recipe, seed 1, into runs/ (downloads MNIST into DATA if missing)
 train: $(VENV)/.runtime
 	$(PY) train.py --model Model_3 --data-dir $(DATA)
 
