@@ -682,6 +682,12 @@ def test_only_their_own_rounds_change_the_rotation_or_shift():
     assert shifted == {"v3_shift", "v27_shift0.1", "v27_shift0.05", "v28_shift0.05"}
 
 
+def v27_or_v28_reference(seed: int) -> str:
+    """The run of design v17's recipe that designs v29 and v30 pair seed ``seed`` (115-138) with: v27's on 115-126,
+    v28's on 127-138."""
+    return "v27_reference" if seed < 127 else "v28_reference"
+
+
 def test_design_v29s_arms_are_design_v17s_recipe_on_v27s_and_v28s_seeds_with_the_hold_or_momentum_changed():
     """v29's candidates pair with v27's and v28's reference runs (design v17's Model_3 and recipe, seeds 115-138,
     each block twice): the same model, the reference's config but for the hold (5 epochs) or the momentum cycle
@@ -689,7 +695,7 @@ def test_design_v29s_arms_are_design_v17s_recipe_on_v27s_and_v28s_seeds_with_the
     design v14's one-epoch hold."""
     run = validation_driver()
     for seed in range(115, 139):
-        reference = vars(run.config("v27_reference" if seed < 127 else "v28_reference", seed))
+        reference = vars(run.config(v27_or_v28_reference(seed), seed))
         assert reference == {**vars(utils.recipe("Model_3")), "seed": seed, "holdout": 5000,
                              "holdout_block": seed % 12}
         assert vars(run.config("v29_reference", seed)) == reference
@@ -708,7 +714,7 @@ def test_design_v30s_arms_are_design_v17s_model_and_recipe_on_v27s_and_v28s_seed
     none in block 1); v30_reference, the reproduction check, is the reference's arm."""
     run = validation_driver()
     for seed in range(115, 139):
-        reference = vars(run.config("v27_reference" if seed < 127 else "v28_reference", seed))
+        reference = vars(run.config(v27_or_v28_reference(seed), seed))
         for arm in ("v30_reference", "v30_dropout0.01", "v30_dropout0.05"):
             assert vars(run.config(arm, seed)) == reference
     assert run.ARMS["v30_reference"][1] is run.ARMS["v28_reference"][1]
@@ -960,7 +966,7 @@ def test_reproduction_checks_repeat_the_reused_reference_runs_bit_for_bit(round_
     run = validation_driver()
     folder = ROOT / "results" / "validation"
     new = json.loads((folder / round_ / f"{round_}_reference" / f"seed{seed}.json").read_text())
-    old = json.loads((folder / earlier.split("_")[0] / earlier / f"seed{seed}.json").read_text())
+    old = json.loads((folder / run.ROUNDS[earlier] / earlier / f"seed{seed}.json").read_text())
     assert new["config"] == {**old["config"], "cycle_momentum": True}
     assert {k: v for k, v in new["history"].items() if k != "seconds"} == {
         k: v for k, v in old["history"].items() if k != "seconds"}
@@ -979,7 +985,7 @@ def test_tables_of_rounds_on_v27s_and_v28s_reference_runs_are_what_the_runs_give
     assert [int(r[0]) for r in rows] == list(range(115, 139))
     for row in rows:
         seed = int(row[0])
-        reference = "v27_reference" if seed < 127 else "v28_reference"
+        reference = v27_or_v28_reference(seed)
         assert row[1] == str(seed % 12)
         for cell, arm in zip(row[2:5], (reference, *candidates)):
             assert cell == " ".join(f"{a:.2f}" for a in run.last_five_means(arm, list)[seed]), (seed, arm)
