@@ -142,12 +142,13 @@ def test_each_design_named_seeds_no_earlier_design_had():
              "results/validation/v20/PLAN.md", "results/validation/v21/PLAN.md",
              "results/validation/v22/PLAN.md", "results/validation/v23/PLAN.md", "results/validation/v24/PLAN.md",
              "results/validation/v25/PLAN.md", "results/validation/v26/PLAN.md", "results/validation/v27/PLAN.md",
-             "results/validation/v28/PLAN.md", "results/validation/v29/PLAN.md", "results/validation/v30/PLAN.md"]
+             "results/validation/v28/PLAN.md", "results/validation/v29/PLAN.md", "results/validation/v30/PLAN.md",
+             "results/validation/v31/PLAN.md"]
     seeds = [set(planned_fresh_seeds(plan)) for plan in plans]
     seeds.append(set(range(4011, 4021)))  # design v6's plan names them for design v5's model (v6 adopted nothing)
     seeds.append(set(range(9941, 9951)))  # ten more for design v17's model (results/Model_3/more_seeds/README.md)
     seeds.append(set(range(9601, 9641)))  # the GPU check's seeds for design v12's model (results/gpu/README.md)
-    assert all(len(s) == 10 for s in seeds[:-1]) and len(set.union(*seeds)) == 350
+    assert all(len(s) == 10 for s in seeds[:-1]) and len(set.union(*seeds)) == 360
 
 
 # seeds a plan named for the model of the design before it, should the plan adopt nothing (it adopted nothing), or
@@ -593,7 +594,8 @@ def test_design_v17s_arms_add_elastic_distortion_only():
             assert vars(run.config(f"v17_elastic{alpha:.0f}", seed)) == {**reference, "elastic": alpha,
                                                                           "elastic_sigma": 4.0}
     # the rounds that train with the elastic distortion
-    later = ("v17", "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25", "v26", "v27", "v28", "v29", "v30")
+    later = ("v17", "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25", "v26", "v27", "v28", "v29", "v30",
+             "v31")
     assert all(run.config(arm, 1).elastic == 0.0 for arm in run.ARMS if run.ROUNDS[arm] not in later)
 
 
@@ -608,7 +610,8 @@ def test_design_v18s_arms_add_clean_epochs_only():
                              "holdout_block": seed % 12}
         for n in (3, 5):
             assert vars(run.config(f"v18_clean{n}", seed)) == {**reference, "clean_epochs": n}
-    assert all(run.config(arm, 1).clean_epochs == 0 for arm in run.ARMS if run.ROUNDS[arm] not in ("v18", "v20"))
+    assert all(run.config(arm, 1).clean_epochs == 0 for arm in run.ARMS
+               if run.ROUNDS[arm] not in ("v18", "v20") and arm != "v31_stack")
     for seed in range(67, 79):  # design v20: v18's clean 5 again, against v19's reference runs on its new seeds
         assert vars(run.config("v20_clean5", seed)) == {**vars(run.config("v19_reference", seed)), "clean_epochs": 5}
         # design v21: half design v17's elastic dose, against the same reference runs
@@ -683,7 +686,7 @@ def test_only_their_own_rounds_change_the_rotation_or_shift():
 
 
 def v27_or_v28_reference(seed: int) -> str:
-    """The run of design v17's recipe that designs v29 and v30 pair seed ``seed`` (115-138) with: v27's on 115-126,
+    """The run of design v17's recipe that designs v29-v31 pair seed ``seed`` (115-138) with: v27's on 115-126,
     v28's on 127-138."""
     return "v27_reference" if seed < 127 else "v28_reference"
 
@@ -727,6 +730,28 @@ def test_design_v30s_arms_are_design_v17s_model_and_recipe_on_v27s_and_v28s_seed
         assert utils.count_parameters(candidate) == utils.count_parameters(reference) == 7442
 
 
+def test_design_v31s_arms_are_design_v17s_model_and_recipe_on_v27s_and_v28s_seeds_with_silu_and_the_stack():
+    """v31's candidates pair with v27's and v28's reference runs (seeds 115-138). v31_silu: the reference's config,
+    and v26's SiLU model (the same initial weights as the reference's); v31_stack: that model with dropout 0.01
+    after the transition and block 2's convs (none in block 1), and the config with five clean epochs, nothing
+    else."""
+    run = validation_driver()
+    for seed in range(115, 139):
+        reference = vars(run.config(v27_or_v28_reference(seed), seed))
+        assert vars(run.config("v31_silu", seed)) == reference
+        assert vars(run.config("v31_stack", seed)) == {**reference, "clean_epochs": 5}
+    torch.manual_seed(0)
+    silu = run.ARMS["v26_silu"][1]()
+    for arm, rate in (("v31_silu", 0.02), ("v31_stack", 0.01)):
+        torch.manual_seed(0)
+        candidate = run.ARMS[arm][1]()
+        assert repr(candidate) == repr(silu).replace("p=0.02", f"p={rate}")
+        assert [m.p for m in candidate.modules() if isinstance(m, torch.nn.Dropout)] == [rate] * 4
+        assert not any(isinstance(m, torch.nn.Dropout) for m in candidate.block1.modules())
+        assert all(torch.equal(a, b) for a, b in zip(candidate.state_dict().values(), silu.state_dict().values()))
+        assert utils.count_parameters(candidate) == 7442
+
+
 def test_design_v26s_arms_are_design_v17s_recipe_on_new_seeds_with_another_activation():
     """v26's reference is design v17's Model_3 and recipe on new seeds 103-114 (each block once); its candidates
     train with the same recipe and the same initial weights, and differ from it only in every conv_block's
@@ -747,7 +772,7 @@ def test_design_v26s_arms_are_design_v17s_recipe_on_new_seeds_with_another_activ
         assert repr(candidate) == repr(ref).replace("ReLU()", activation) != repr(ref)
         assert repr(candidate).count(activation) == 6 == repr(ref).count("ReLU()")
         assert all(torch.equal(a, b) for a, b in zip(candidate.state_dict().values(), ref.state_dict().values()))
-    others = [build() for arm, (_, build, _, _) in run.ARMS.items() if run.ROUNDS[arm] != "v26"]
+    others = [build() for arm, (_, build, _, _) in run.ARMS.items() if run.ROUNDS[arm] not in ("v26", "v31")]
     activations = {type(m) for net in others for m in net.modules()
                    if not list(m.children()) and not isinstance(m, (torch.nn.Conv2d, torch.nn.BatchNorm2d,
                                                                     torch.nn.Dropout, torch.nn.Dropout2d,
