@@ -163,13 +163,13 @@ class Model_3(StagedNet):
     autocast (design v5; ``utils.training_dtype``). >= 99.4 % in every one of epochs 11-15 on each of ten fresh
     test seeds.
     Result: 7,442 parameters (Model_2's layers and parameter count; dropout has none); fresh seeds 9801-9810
-    (results/Model_3/): the target held on 9 of 10 (9807 at 99.39 % in epochs 12 and 13), mean of the last five
-    epochs 99.48 +- 0.05 %, 218-254 s per run on one CPU thread (six of ten within 4 min; all ten again on later
-    code, bit for bit, in 178-226 s, results/Model_3/rerun/). Goal mean >= 99.52 % missed. Design v12's recipe on the same seeds (results/design_v12/paired/, a check that chose nothing) held it on
-    10 of 10, 99.48 +- 0.03 %; design v17 - design v12, paired: -0.01 (SE 0.02, n = 10) on the mean and on the
-    lowest epoch, so the elastic distortion's validation gain did not carry to the test set. Design v12 (without
-    the distortion, results/design_v12/) held it on 8 of 10 of its own fresh seeds, 99.44 +- 0.03 %, and on a lent
-    GPU on 15 of 18 further seeds, 99.47 +- 0.06 % (results/gpu/).
+    (results/Model_3/): the target held on 9 of 10 (9807 at 99.39 % in epochs 12 and 13), mean of the last five epochs
+    99.48 +- 0.05 %, 218-254 s per run on one CPU thread (six of ten within 4 min; all ten again on later code, bit for
+    bit, in 178-226 s, results/Model_3/rerun/). Goal mean >= 99.52 % missed. Design v12's recipe on the same seeds
+    (results/design_v12/paired/, a check that chose nothing) held it on 10 of 10, 99.48 +- 0.03 %; design v17 - design
+    v12, paired: -0.01 (SE 0.02, n = 10) on the mean and on the lowest epoch, so the elastic distortion's validation
+    gain did not carry to the test set. Design v12 (without the distortion, results/design_v12/) held it on 8 of 10 of
+    its own fresh seeds, 99.44 +- 0.03 %, and on a lent GPU on 15 of 18 further seeds, 99.47 +- 0.06 % (results/gpu/).
     Analysis: on validation (one change at a time, paired seeds) the schedule adds +0.22 points (SE 0.04, 3
     seeds), the rotation +0.05 (SE 0.02, 3 seeds) and batch 64 +0.06 (SE 0.04, 6 seeds); dropout 0.02 is
     indistinguishable from 0.05; leaving block 1 without dropout (-0.03, SE 0.03, 6 seeds) and bf16 training
