@@ -143,12 +143,12 @@ def test_each_design_named_seeds_no_earlier_design_had():
              "results/validation/v22/PLAN.md", "results/validation/v23/PLAN.md", "results/validation/v24/PLAN.md",
              "results/validation/v25/PLAN.md", "results/validation/v26/PLAN.md", "results/validation/v27/PLAN.md",
              "results/validation/v28/PLAN.md", "results/validation/v29/PLAN.md", "results/validation/v30/PLAN.md",
-             "results/validation/v31/PLAN.md"]
+             "results/validation/v31/PLAN.md", "results/validation/v32/PLAN.md"]
     seeds = [set(planned_fresh_seeds(plan)) for plan in plans]
     seeds.append(set(range(4011, 4021)))  # design v6's plan names them for design v5's model (v6 adopted nothing)
     seeds.append(set(range(9941, 9951)))  # ten more for design v17's model (results/Model_3/more_seeds/README.md)
     seeds.append(set(range(9601, 9641)))  # the GPU check's seeds for design v12's model (results/gpu/README.md)
-    assert all(len(s) == 10 for s in seeds[:-1]) and len(set.union(*seeds)) == 360
+    assert all(len(s) == 10 for s in seeds[:-1]) and len(set.union(*seeds)) == 370
 
 
 # seeds a plan named for the model of the design before it, should the plan adopt nothing (it adopted nothing), or
@@ -750,6 +750,19 @@ def test_design_v31s_arms_are_design_v17s_model_and_recipe_on_v27s_and_v28s_seed
         assert not any(isinstance(m, torch.nn.Dropout) for m in candidate.block1.modules())
         assert all(torch.equal(a, b) for a, b in zip(candidate.state_dict().values(), silu.state_dict().values()))
         assert utils.count_parameters(candidate) == 7442
+
+
+def test_design_v32s_alpha_12_arm_is_design_v17s_model_and_recipe_on_v27s_and_v28s_seeds_at_alpha_12():
+    """v32's C1 pairs with v27's and v28's reference runs (seeds 115-138): the reference's model (the same initial
+    weights) and config, but the elastic distortion at alpha 12 (v21's candidate; sigma 4 as before)."""
+    run = validation_driver()
+    for seed in range(115, 139):
+        reference = vars(run.config(v27_or_v28_reference(seed), seed))
+        assert reference["elastic"] == 24.0
+        assert vars(run.config("v32_alpha12", seed)) == {**reference, "elastic": 12.0}
+        assert vars(run.config("v32_alpha12", seed)) == {**vars(run.config("v21_elastic12", seed)),
+                                                         "holdout_block": seed % 12}
+    assert run.ARMS["v32_alpha12"][1] is run.ARMS["v28_reference"][1]
 
 
 def test_design_v26s_arms_are_design_v17s_recipe_on_new_seeds_with_another_activation():
