@@ -73,6 +73,7 @@ ANGLE = number(float, 0, 180, "must be between 0 and 180 degrees", low_inclusive
 COUNT = number(int, 0, rule="must be >= 0", low_inclusive=True)
 SHIFT = number(float, 0, 0.5, "must be between 0 and 0.5 (a fraction of the image size)", low_inclusive=True)
 SCALE = number(float, 0, 0.5, "must be between 0 and 0.5 (factors from 1 - SCALE to 1 + SCALE)", low_inclusive=True)
+SHEAR = number(float, 0, 45, "must be between 0 and 45 degrees", low_inclusive=True)
 ALPHA = number(float, 0, rule="must be >= 0 (0: no elastic distortion)", low_inclusive=True)
 # the blur's int(8 sigma + 1) taps, reflect-padded, must fit a 28-pixel image: sigma < 6.875 (utils.blur_matrix);
 # 6.5 is a round bound below that
@@ -97,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", type=SCALE,
                    help="random scaling: each image gets its own factor in [1 - SCALE, 1 + SCALE], e.g. 0.1 "
                         "(recipe)")
+    p.add_argument("--shear", type=SHEAR, metavar="DEGREES",
+                   help="random shear parallel to the x axis: each image gets its own angle in [-DEGREES, DEGREES], "
+                        "as RandomAffine(shear=DEGREES) draws it (recipe: off)")
     p.add_argument("--elastic", type=ALPHA, metavar="ALPHA",
                    help="elastic distortion after the rotation and scaling, as ElasticTransform(alpha=ALPHA) draws "
                         "it, e.g. 24; 0: off (recipe: Model_3 24, design v17; otherwise off)")
@@ -259,8 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = args.seeds or [args.seed if args.seed is not None else utils.RECIPES[args.model].seed]
     overrides = {k: v for k, v in dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                                        rotation=args.rotation, translation=args.translation, scale=args.scale,
-                                       elastic=args.elastic, elastic_sigma=args.elastic_sigma, bf16=args.bf16,
-                                       ema=args.ema, label_smoothing=args.label_smoothing,
+                                       shear=args.shear, elastic=args.elastic, elastic_sigma=args.elastic_sigma,
+                                       bf16=args.bf16, ema=args.ema, label_smoothing=args.label_smoothing,
                                        clean_epochs=args.clean_epochs, recalibrate_bn=args.recalibrate_bn).items()
                  if v is not None}
     overrides |= {"pipeline": args.pipeline, "holdout": args.holdout, "holdout_block": args.holdout_block}

@@ -3,7 +3,8 @@
 Sections, in order: data -> transforms and loaders -> configuration -> train/eval loops -> plots ->
 receptive field -> summary. Nothing runs at import time.
 
-Two input pipelines with the same semantics (normalisation, rotation range, pixel shifts, black fill):
+Two input pipelines with the same semantics (normalisation, rotation range, pixel shifts, scaling, shear, elastic
+distortion, black fill):
 
 * ``"device"`` (default): the whole split lives once on the training device as a normalised tensor,
   is reshuffled every epoch with a seeded ``randperm`` and rotated per sample on the device.
@@ -76,15 +77,19 @@ def normalize(images_uint8: torch.Tensor) -> torch.Tensor:
 
 
 def rotate(images: torch.Tensor, degrees: torch.Tensor, shifts: torch.Tensor | None = None,
-           scales: torch.Tensor | None = None, displacement: torch.Tensor | None = None) -> torch.Tensor:
-    """Rotate each normalised image (N, 1, H, W) by its own angle (N,), counter-clockwise, about the centre;
+           scales: torch.Tensor | None = None, displacement: torch.Tensor | None = None,
+           shears: torch.Tensor | None = None) -> torch.Tensor:
+    """Rotate each normalised square image (N, 1, H, W) by its own angle (N,), counter-clockwise, about the centre;
+    with ``shears`` (N,; degrees), first shear it parallel to the x axis by its own angle about the centre (a
+    positive angle moves the rows below the centre to the left, as ``TF.affine(..., shear=[angle, 0])`` does);
     with ``scales`` (N,), also scale it by its own factor about the centre (> 1 enlarges); then, with ``shifts``
     (N, 2), move it by ``(dx, dy)`` pixels (right, down); then, with ``displacement`` (N, H, W, 2; grid units,
     :func:`elastic_field`), move each output pixel by its own offset: an elastic distortion.
 
     Bilinear, with a black background, in one resampling: same conventions as ``transforms.RandomRotation(fill=0,
-    interpolation=BILINEAR)``, with shifts and scales as ``transforms.RandomAffine(translate=..., scale=...)``, and
-    with a displacement as ``transforms.ElasticTransform`` applied after them, on the un-normalised image.
+    interpolation=BILINEAR)``, with shifts, scales and shears as ``transforms.RandomAffine(translate=...,
+    scale=..., shear=...)``, and with a displacement as ``transforms.ElasticTransform`` applied after them, on the
+    un-normalised image.
     """
     rad = torch.deg2rad(degrees.to(images.dtype))
     cos, sin = torch.cos(rad), torch.sin(rad)
@@ -97,6 +102,11 @@ def rotate(images: torch.Tensor, degrees: torch.Tensor, shifts: torch.Tensor | N
         dx, dy = shifts[:, 0].to(images.dtype) * (2 / w), shifts[:, 1].to(images.dtype) * (2 / h)
         tx, ty = -(cos * dx - sin * dy), -(sin * dx + cos * dy)
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    if shears is not None:
+        # the shear comes first on the way in (RandomAffine's R S SHx), so its inverse, [[1, tan], [0, 1]], comes
+        # last on the way back: row x gains tan(angle) times row y
+        tan = torch.tan(torch.deg2rad(shears.to(images.dtype))).view(-1, 1)
+        theta = torch.stack([theta[:, 0] + tan * theta[:, 1], theta[:, 1]], 1)
     if scales is not None:
         theta = theta / scales.to(images.dtype).view(-1, 1, 1)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
@@ -158,15 +168,17 @@ def elastic_field(noise: torch.Tensor, alpha: float, sigma: float) -> torch.Tens
 
 
 def conventional_transform(rotation: float = 0.0, translation: float = 0.0, scale: float = 0.0,
-                           elastic: float = 0.0, elastic_sigma: float = 4.0) -> transforms.Compose:
+                           elastic: float = 0.0, elastic_sigma: float = 4.0, shear: float = 0.0) -> transforms.Compose:
     """PIL pipeline: optional ``RandomRotation(+-rotation)`` with black fill (``RandomAffine`` when there are
-    also shifts of up to ``translation`` of the image size, or scale factors in ``[1 - scale, 1 + scale]``) ->
+    also shifts of up to ``translation`` of the image size, scale factors in ``[1 - scale, 1 + scale]``, or shears
+    parallel to the x axis by angles in ``[-shear, shear]`` degrees) ->
     with ``elastic > 0``, ``ElasticTransform(alpha=elastic, sigma=elastic_sigma)`` -> ``ToTensor`` ->
     ``Normalize``."""
     steps: list[Callable] = []
-    if translation > 0 or scale > 0:
+    if translation > 0 or scale > 0 or shear > 0:
         steps.append(transforms.RandomAffine(rotation, translate=(translation, translation) if translation > 0
                                              else None, scale=(1 - scale, 1 + scale) if scale > 0 else None,
+                                             shear=shear if shear > 0 else None,
                                              interpolation=transforms.InterpolationMode.BILINEAR, fill=0))
     elif rotation > 0:
         steps.append(transforms.RandomRotation(rotation, interpolation=transforms.InterpolationMode.BILINEAR,
@@ -219,11 +231,13 @@ class DeviceLoader:
     ``[-rotation, rotation]`` degrees; with ``translation > 0`` it is also shifted by a whole number of pixels
     per axis, drawn as ``RandomAffine(translate=(t, t))`` draws them: ``round(uniform(-t * size, t * size))``;
     with ``scale > 0`` it is also scaled about its centre by its own factor in ``[1 - scale, 1 + scale]``;
-    with ``elastic > 0`` it is then distorted by its own displacement field, as ``ElasticTransform(alpha=elastic,
-    sigma=elastic_sigma)`` draws one (:func:`elastic_field`), in the same resampling. Setting ``augment = False``
+    with ``shear > 0`` it is also sheared parallel to the x axis by its own angle in ``[-shear, shear]`` degrees,
+    as ``RandomAffine(shear=shear)`` draws one; with ``elastic > 0`` it is then distorted by its own displacement
+    field, as ``ElasticTransform(alpha=elastic, sigma=elastic_sigma)`` draws one (:func:`elastic_field`), in the
+    same resampling. Setting ``augment = False``
     (a clean epoch, ``Config.clean_epochs``; :func:`set_augmentation`) yields the images as they are: the epoch
     then draws its permutation and nothing else.
-    The permutation, the angles, the shifts and the factors are drawn once per epoch on the CPU
+    The permutation, the angles, the shifts, the factors and the shears are drawn once per epoch on the CPU
     from a seeded generator and copied in one go, so runs are reproducible on any device and no batch
     triggers a host-to-device copy; the elastic noise, (batch, 2, H, W) numbers, is drawn batch by batch from the
     same generator (after the epoch's other draws) and copied with its batch.
@@ -232,7 +246,7 @@ class DeviceLoader:
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 128,
                  shuffle: bool = True, rotation: float = 0.0, seed: int = 0,
                  device: torch.device | str = "cpu", translation: float = 0.0, scale: float = 0.0,
-                 elastic: float = 0.0, elastic_sigma: float = 4.0) -> None:
+                 elastic: float = 0.0, elastic_sigma: float = 4.0, shear: float = 0.0) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if elastic > 0 and elastic_sigma <= 0:
@@ -241,7 +255,7 @@ class DeviceLoader:
         self.images = normalize(images).to(self.device) if images.dtype == torch.uint8 else images.to(self.device)
         self.labels = labels.to(self.device)
         self.batch_size, self.shuffle, self.rotation, self.translation = batch_size, shuffle, rotation, translation
-        self.scale, self.elastic, self.elastic_sigma = scale, elastic, elastic_sigma
+        self.scale, self.elastic, self.elastic_sigma, self.shear = scale, elastic, elastic_sigma, shear
         self.augment = True
         self.generator = torch.Generator().manual_seed(seed)
 
@@ -256,8 +270,9 @@ class DeviceLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator).to(self.device) if self.shuffle else None
-        angles = shifts = scales = None
-        augment = self.augment and (self.rotation > 0 or self.translation > 0 or self.scale > 0 or self.elastic > 0)
+        angles = shifts = scales = shears = None
+        augment = self.augment and (self.rotation > 0 or self.translation > 0 or self.scale > 0 or self.elastic > 0
+                                    or self.shear > 0)
         if augment:
             angles = (torch.rand(n, generator=self.generator) * 2 - 1).mul_(self.rotation).to(self.device)
         if augment and self.translation > 0:
@@ -266,6 +281,8 @@ class DeviceLoader:
             shifts = shifts.to(self.device)
         if augment and self.scale > 0:  # drawn after the angles and shifts: runs without scaling draw as they did
             scales = (1 + (torch.rand(n, generator=self.generator) * 2 - 1) * self.scale).to(self.device)
+        if augment and self.shear > 0:  # drawn last: runs without shear draw as they did
+            shears = ((torch.rand(n, generator=self.generator) * 2 - 1) * self.shear).to(self.device)
         for start in range(0, n, self.batch_size):
             idx = slice(start, start + self.batch_size)
             if order is not None:
@@ -278,7 +295,8 @@ class DeviceLoader:
                     noise = torch.rand(len(y), 2, *x.shape[-2:], generator=self.generator).mul_(2).sub_(1)
                     field = elastic_field(noise.to(self.device), self.elastic, self.elastic_sigma)
                 x = rotate(x, angles[idx], None if shifts is None else shifts[idx],
-                           None if scales is None else scales[idx], field)
+                           None if scales is None else scales[idx], field,
+                           **({} if shears is None else {"shears": shears[idx]}))
             yield x, y
 
 
@@ -308,7 +326,8 @@ def make_loaders(data_dir: str | Path = "data", pipeline: str = "device", batch_
                  download: bool = True, subset: int | None = None, eval_batch_size: int = 1000,
                  holdout: int = 0, num_workers: int | None = None,
                  translation: float = 0.0, scale: float = 0.0, holdout_block: int = -1,
-                 elastic: float = 0.0, elastic_sigma: float = 4.0, clean_epochs: int = 0) -> tuple[object, object]:
+                 elastic: float = 0.0, elastic_sigma: float = 4.0, clean_epochs: int = 0,
+                 shear: float = 0.0) -> tuple[object, object]:
     """Train and evaluation loaders for either pipeline; both yield ``(images, labels)`` batches.
 
     The evaluation loader is the test split, or, with ``holdout > 0``, ``holdout`` training images, which are
@@ -337,7 +356,7 @@ def make_loaders(data_dir: str | Path = "data", pipeline: str = "device", batch_
         images, labels = train_set.data[fit_index], train_set.targets[fit_index]
         train = DeviceLoader(images, labels, batch_size, shuffle=True,
                              rotation=rotation, seed=seed, device=device, translation=translation, scale=scale,
-                             elastic=elastic, elastic_sigma=elastic_sigma)
+                             elastic=elastic, elastic_sigma=elastic_sigma, shear=shear)
         if test_set is None:
             held = train_set.data[held_range.start:held_range.stop], train_set.targets[held_range.start:held_range.stop]
         else:
@@ -346,8 +365,8 @@ def make_loaders(data_dir: str | Path = "data", pipeline: str = "device", batch_
 
     if num_workers is None:
         num_workers = 2 if device.type == "cuda" else 0
-    train_set.transform = TrainTransform(conventional_transform(rotation, translation, scale, elastic, elastic_sigma),
-                                         conventional_transform(0.0))
+    train_set.transform = TrainTransform(conventional_transform(rotation, translation, scale, elastic, elastic_sigma,
+                                                               shear), conventional_transform(0.0))
     if test_set is None:  # the held-out images come without augmentation: a second view of the training files
         eval_set = Subset(load_mnist(data_dir, True, download, conventional_transform(0.0)), held_range)
     else:
@@ -400,6 +419,7 @@ class Config:
     scale: float = 0.0         # > 0: each training image is also scaled by its own factor in [1 - scale, 1 + scale]
     elastic: float = 0.0       # > 0: ... and distorted by its own field, as ElasticTransform(alpha=elastic) draws it
     elastic_sigma: float = 4.0  # the Gaussian (pixels) that smooths the elastic field
+    shear: float = 0.0         # > 0: ... and sheared along x by its own angle in [-shear, shear] degrees
     seed: int = 1
     pipeline: str = "device"   # "device" | "conventional"
     holdout: int = 0           # > 0: evaluate on N training images (the last N) instead of the test set
@@ -439,7 +459,7 @@ def loaders(cfg: Config, data_dir: str | Path = "data", device: torch.device | s
     return make_loaders(data_dir, cfg.pipeline, cfg.batch_size, cfg.rotation, cfg.seed, device, download, subset,
                         holdout=cfg.holdout, translation=cfg.translation, scale=cfg.scale,
                         holdout_block=cfg.holdout_block, elastic=cfg.elastic, elastic_sigma=cfg.elastic_sigma,
-                        clean_epochs=cfg.clean_epochs)
+                        clean_epochs=cfg.clean_epochs, shear=cfg.shear)
 
 
 def calibration_loader(cfg: Config, data_dir: str | Path = "data", device: torch.device | str = "cpu",

@@ -33,6 +33,8 @@ def run_cli(args: list[str], cwd) -> subprocess.CompletedProcess:
     (["--translation", "3"], "between 0 and 0.5"),
     (["--translation", "-0.1"], "between 0 and 0.5"),
     (["--scale", "1"], "between 0 and 0.5 (factors"),
+    (["--shear", "60"], "between 0 and 45 degrees"),
+    (["--shear", "-5"], "between 0 and 45 degrees"),
     (["--elastic", "-1"], "must be >= 0 (0: no elastic"),
     (["--elastic-sigma", "0"], "at most 6.5 pixels"),
     (["--elastic-sigma", "7"], "at most 6.5 pixels"),
@@ -253,12 +255,13 @@ def test_evaluate_names_model_2_and_model_3_weights_by_their_json(mnist_root, tm
 def test_recipe_overrides_reach_the_run_record(mnist_root, tmp_path, capsys):
     out = tmp_path / "out"
     args = ["--model", "Model_3", "--translation", "0.1", "--rotation", "5", "--scale", "0.2", "--elastic", "24",
-            "--elastic-sigma", "3", "--data-dir", str(mnist_root), "--out", str(out), *SMOKE]
+            "--elastic-sigma", "3", "--shear", "10", "--data-dir", str(mnist_root), "--out", str(out), *SMOKE]
     assert train.main(args) == 0
     record = json.loads((out / "Model_3_seed1.json").read_text())
     config = record["config"]
     assert config["translation"] == 0.1 and config["rotation"] == 5.0 and config["batch_size"] == 100
     assert config["scale"] == 0.2 and config["elastic"] == 24.0 and config["elastic_sigma"] == 3.0
+    assert config["shear"] == 10.0
     assert config["ema"] == utils.RECIPES["Model_3"].ema  # the recipe's
     assert config["bf16"] is True  # the recipe's; the precision it gives depends on this CPU
     assert record["training_precision"] == utils.precision_name(utils.training_dtype(utils.recipe("Model_3"), "cpu"))

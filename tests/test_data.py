@@ -77,16 +77,19 @@ def test_device_loader_is_reproducible_from_its_seed():
     assert not torch.equal(next(iter(other))[0], runs[0][0])
 
 
-def rotate_calls(monkeypatch, loader, fields: bool = False) -> list[tuple[torch.Tensor | None, ...]]:
+def rotate_calls(monkeypatch, loader, fields: bool = False,
+                 shears: bool = False) -> list[tuple[torch.Tensor | None, ...]]:
     """One epoch of ``loader``, with every ``utils.rotate`` call it makes recorded: (angles, shifts, scales), and
-    with ``fields``, the displacement field too."""
+    with ``fields``, the displacement field too, and with ``shears``, the shear angles last."""
     calls = []
     real_rotate = utils.rotate
 
-    def spy(images, degrees, shifts=None, scales=None, displacement=None):
-        recorded = (degrees, shifts, scales, displacement) if fields else (degrees, shifts, scales)
+    def spy(images, degrees, shifts=None, scales=None, displacement=None, shears=None):
+        recorded = (degrees, shifts, scales) + ((displacement,) if fields else ()) + ((shears,) if record else ())
         calls.append(tuple(None if t is None else t.clone() for t in recorded))
-        return real_rotate(images, degrees, shifts, scales, displacement)
+        return real_rotate(images, degrees, shifts, scales, displacement, shears)
+
+    record = shears
 
     with monkeypatch.context() as patch:
         patch.setattr(utils, "rotate", spy)
@@ -258,10 +261,11 @@ def test_elastic_field_refuses_a_blur_wider_than_the_image():
         utils.elastic_field(torch.zeros(1, 2, 28, 28), 24.0, 4.0 * 28)
 
 
-@pytest.mark.parametrize("angle, scale, dx, dy", [(0.0, 1.0, 0, 0), (6.0, 1.15, 0, 0), (-4.0, 0.85, 0, 0),
-                                                   (5.0, 1.1, 2, -3)])
-def test_both_pipelines_distort_the_same_way(angle, scale, dx, dy):
-    """One image, one angle, factor and shift, and one field through both pipelines. The conventional pipeline
+@pytest.mark.parametrize("angle, scale, dx, dy, shear", [(0.0, 1.0, 0, 0, 0.0), (6.0, 1.15, 0, 0, 0.0),
+                                                          (-4.0, 0.85, 0, 0, 0.0), (5.0, 1.1, 2, -3, 0.0),
+                                                          (-6.0, 1.05, 1, 2, 10.0)])
+def test_both_pipelines_distort_the_same_way(angle, scale, dx, dy, shear):
+    """One image, one angle, factor, shift and shear, and one field through both pipelines. The conventional pipeline
     resamples twice (RandomAffine, then ElasticTransform): the device pipeline's affine map followed by the same
     field as a second resampling matches it up to PIL's rounding, and the field negated is far off. The device
     pipeline's one resampling of the composed map differs from that only by the second interpolation's blur (nil
@@ -269,18 +273,19 @@ def test_both_pipelines_distort_the_same_way(angle, scale, dx, dy):
     image = synthetic_digits(1, seed=7)[0][0]
     noise = torch.rand(1, 2, 28, 28, generator=torch.Generator().manual_seed(1)) * 2 - 1
     field = utils.elastic_field(noise, 34.0, 4.0)
-    affine = TF.affine(Image.fromarray(image), -angle, [dx, dy], scale, [0.0, 0.0],
+    affine = TF.affine(Image.fromarray(image), -angle, [dx, dy], scale, [shear, 0.0],
                        interpolation=InterpolationMode.BILINEAR, fill=0)
     conventional = utils.conventional_transform(0.0)(
         TF.elastic_transform(affine, field, InterpolationMode.BILINEAR, 0))
     x = utils.normalize(torch.from_numpy(image[None]))
     shifts = torch.tensor([[dx, dy]]) if dx or dy else None
-    turned = utils.rotate(x, torch.tensor([angle]), shifts, torch.tensor([scale]))
+    shears = torch.tensor([shear]) if shear else None
+    turned = utils.rotate(x, torch.tensor([angle]), shifts, torch.tensor([scale]), None, shears)
     twice = utils.rotate(turned, torch.tensor([0.0]), None, None, field)[0]
     negated = utils.rotate(turned, torch.tensor([0.0]), None, None, -field)[0]
     diff = (conventional - twice).abs().mean()
     assert diff < 0.01 and (conventional - negated).abs().mean() > 10 * diff
-    once = utils.rotate(x, torch.tensor([angle]), shifts, torch.tensor([scale]), field)[0]
+    once = utils.rotate(x, torch.tensor([angle]), shifts, torch.tensor([scale]), field, shears)[0]
     assert (conventional - once).abs().mean() < (0.005 if angle == 0 and scale == 1 else 0.08)
 
 
@@ -320,6 +325,70 @@ def test_device_loader_draws_one_elastic_field_per_sample_after_the_other_draws(
         utils.DeviceLoader(*id_images(10), elastic=24.0, elastic_sigma=0.0)
 
 
+@pytest.mark.parametrize("angle, shear, scale, dx, dy", [(0.0, 10.0, 1.0, 0, 0), (0.0, -15.0, 1.0, 0, 0),
+                                                          (7.0, 10.0, 1.1, 0, 0), (-5.0, 8.0, 0.9, 2, -1)])
+def test_both_pipelines_shear_the_same_way(angle, shear, scale, dx, dy):
+    """An x-shear, alone and with a turn, a factor and a shift, as TF.affine (which RandomAffine calls) applies
+    it: the device pipeline matches it up to PIL's rounding; the opposite shear, or none, is far off."""
+    image = synthetic_digits(1, seed=8)[0][0]
+    conventional = utils.conventional_transform(0.0)(
+        TF.affine(Image.fromarray(image), -angle, [dx, dy], scale, [shear, 0.0],
+                  interpolation=InterpolationMode.BILINEAR, fill=0))
+    x = utils.normalize(torch.from_numpy(image[None]))
+    shifts = torch.tensor([[dx, dy]]) if dx or dy else None
+
+    def device(shears):
+        return utils.rotate(x, torch.tensor([angle]), shifts, torch.tensor([scale]), None, shears)[0]
+
+    diff = (conventional - device(torch.tensor([shear]))).abs()
+    assert diff.mean() < 0.01 and diff.max() < 0.15  # PIL rounds to uint8 before normalising
+    assert (conventional - device(torch.tensor([-shear]))).abs().mean() > 10 * diff.mean()
+    assert (conventional - device(None)).abs().mean() > 10 * diff.mean()
+
+
+def test_a_positive_shear_moves_the_rows_below_the_centre_to_the_left():
+    blob = torch.zeros(1, 28, 28, dtype=torch.uint8)
+    below, above = blob.clone(), blob.clone()
+    below[0, 20:23, 13:16] = 255  # centred on x = 14, y = 21: 7.5 rows below the image's centre (13.5)
+    above[0, 5:8, 13:16] = 255    # y = 6: 7.5 rows above it
+
+    def centre_x(image: torch.Tensor) -> float:
+        weights = (utils.rotate(utils.normalize(image), torch.zeros(1), None, None, None, torch.tensor([10.0]))[0, 0]
+                   - utils.BLACK).clamp(min=0)
+        return float((weights.sum(0) * torch.arange(28)).sum() / weights.sum())
+
+    moved = math.tan(math.radians(10)) * 7.5  # 1.32 px
+    assert centre_x(below) == pytest.approx(14 - moved, abs=0.02)
+    assert centre_x(above) == pytest.approx(14 + moved, abs=0.02)
+
+
+def test_device_loader_draws_one_shear_per_sample_within_range_after_the_other_draws(monkeypatch):
+    def calls(**shear):
+        return rotate_calls(monkeypatch, utils.DeviceLoader(*id_images(2000), batch_size=500, rotation=7.0, scale=0.1,
+                                                            elastic=24.0, seed=0, **shear), fields=True, shears=True)
+
+    sheared, plain = calls(shear=10.0), calls()
+    shears = torch.cat([c[-1] for c in sheared])
+    assert len(shears) == 2000 and len(torch.unique(shears)) > 1990  # per sample, not per batch
+    assert shears.min() >= -10 and shears.max() <= 10 and shears.min() < -9.9 and shears.max() > 9.9
+    assert all(c[-1] is None for c in plain)
+    # drawn after the angles and factors: switching shear on leaves them as a seed draws them without it
+    for with_shear, without in zip(sheared, plain):
+        assert torch.equal(with_shear[0], without[0]) and torch.equal(with_shear[2], without[2])
+    assert torch.equal(torch.cat([c[-1] for c in calls(shear=10.0)]), shears)  # seeded
+    images = next(iter(utils.DeviceLoader(*id_images(64), batch_size=64, shuffle=False, shear=10.0, seed=1)))[0]
+    flat = next(iter(utils.DeviceLoader(*id_images(64), batch_size=64, shuffle=False, seed=1)))[0]
+    assert not torch.allclose(images, flat)  # shear alone augments (black comes in at the corners)
+
+
+def test_conventional_transform_shears_with_random_affine():
+    affine = utils.conventional_transform(7.0, 0.0, 0.2, 24.0, 4.0, 10.0).transforms[0]
+    assert isinstance(affine, transforms.RandomAffine)
+    assert affine.shear == [-10.0, 10.0] and affine.scale == (0.8, 1.2) and affine.degrees == [-7.0, 7.0]
+    assert isinstance(utils.conventional_transform(0.0, shear=5.0).transforms[0], transforms.RandomAffine)
+    assert utils.conventional_transform(7.0, 0.0, 0.2).transforms[0].shear is None
+
+
 def test_conventional_transform_appends_elastic_transform_after_the_affine_step():
     steps = utils.conventional_transform(7.0, 0.0, 0.2, 48.0, 3.0).transforms
     assert isinstance(steps[0], transforms.RandomAffine) and isinstance(steps[1], transforms.ElasticTransform)
@@ -349,6 +418,20 @@ def test_both_pipelines_distort_end_to_end_with_the_sigma_asked_for(mnist_root, 
     assert not torch.allclose(distorted, plain, atol=1e-3)
     assert not torch.allclose(distorted, first_batch(mnist_root, pipeline, elastic=24.0, elastic_sigma=2.0),
                               atol=1e-3)
+
+
+@pytest.mark.parametrize("pipeline", ["conventional", "device"])
+def test_both_pipelines_shear_end_to_end(mnist_root, pipeline):
+    """Through make_loaders and through a recipe: the shear changes the first batch, and reaches the loader."""
+    plain = first_batch(mnist_root, pipeline)
+    sheared = first_batch(mnist_root, pipeline, shear=10.0)
+    assert sheared.shape == (100, 1, 28, 28) and not torch.allclose(sheared, plain, atol=1e-3)
+    train, _ = utils.loaders(utils.recipe("Model_3", shear=10.0, holdout=100, pipeline=pipeline), mnist_root,
+                             download=False)
+    if pipeline == "device":
+        assert train.shear == 10.0
+    else:
+        assert train.dataset.dataset.transform.augmented.transforms[0].shear == [-10.0, 10.0]
 
 
 def test_a_recipes_elastic_settings_reach_its_loader(mnist_root):

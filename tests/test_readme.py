@@ -765,6 +765,18 @@ def test_design_v32s_alpha_12_arm_is_design_v17s_model_and_recipe_on_v27s_and_v2
     assert run.ARMS["v32_alpha12"][1] is run.ARMS["v28_reference"][1]
 
 
+def test_design_v32s_shear_arm_is_design_v17s_model_and_recipe_on_v27s_and_v28s_seeds_with_a_shear_of_10_degrees():
+    """v32's C2 pairs with v27's and v28's reference runs (seeds 115-138): the reference's model and config, with
+    an x-shear of up to 10 degrees; no other arm shears."""
+    run = validation_driver()
+    for seed in range(115, 139):
+        reference = vars(run.config(v27_or_v28_reference(seed), seed))
+        assert vars(run.config("v32_shear", seed)) == {**reference, "shear": 10.0}
+    assert run.ARMS["v32_shear"][1] is run.ARMS["v28_reference"][1]
+    assert {arm for arm in run.ARMS if run.config(arm, 1).shear} == {"v32_shear"}
+    assert utils.RECIPES["Model_3"].shear == 0.0
+
+
 def test_design_v26s_arms_are_design_v17s_recipe_on_new_seeds_with_another_activation():
     """v26's reference is design v17's Model_3 and recipe on new seeds 103-114 (each block once); its candidates
     train with the same recipe and the same initial weights, and differ from it only in every conv_block's

@@ -267,6 +267,9 @@ ARMS = {
     # seeds 115-138 against v27's and v28's reference runs
     "v32_alpha12": ("the elastic distortion at alpha 12 instead of 24 (sigma 4)", design_v4_model, "Model_3",
                     {"elastic": 12.0}),
+    # and a shear parallel to the x axis, as RandomAffine(shear=10) draws it, in the affine map before the distortion
+    "v32_shear": ("+ each training image sheared parallel to the x axis by its own angle in [-10, 10] degrees, as "
+                  "RandomAffine(shear=10) draws it", design_v4_model, "Model_3", {"shear": 10.0}),
 }
 # a run of the key also gives the value's run: the same weights scored without the re-estimation
 DERIVED = {"v19_recalibrate_bn": "v19_reference", "v19_check": "v19_check_reference"}
@@ -282,11 +285,12 @@ V17_PINS = {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0}
 # v18 pins elastic distortion off and v18 pins design v17's, and every round pins label smoothing, clean epochs
 # and the cycle's default end, lr / 100, unless its arm sets them; v24 and v25 also pin design v17's rotation, the
 # setting they vary, and v26 does too; v27 and v28 pin it and design v17's translation, none, the setting they vary;
-# v29 pins those and the hold and momentum cycle it varies, and v30 to v32 pin what v29 does):
+# v29 pins those and the hold and momentum cycle it varies, and v30 to v32 pin what v29 does; every round pins
+# shear off, which only v32's candidate sets):
 # applied before an arm's own overrides, so a rerun or a new seed of an arm repeats the experiment its committed
 # runs recorded
 RAN_WITH = {round_: {"scale": 0.0, "label_smoothing": 0.0, "elastic": 0.0, "clean_epochs": 0, "recalibrate_bn": 0,
-                     "final_lr": 0.0, **pins}
+                     "final_lr": 0.0, "shear": 0.0, **pins}
             for round_, pins in {
     "v2": {"batch_size": 128, "bf16": False, "ema": 0.0}, "v3": {"batch_size": 128, "bf16": False, "ema": 0.0},
     "v4": {"bf16": False, "ema": 0.0}, "v5": {"ema": 0.0}, "v6": {"ema": 0.0}, "v7": {"ema": 0.0},
