@@ -180,11 +180,11 @@ class Model_3(StagedNet):
     results/design_v7/paired/); the elastic distortion raised the mean by +0.04 and the lowest epoch by +0.06 (SE
     0.01 each, 8 seeds each holding out its own block; at alpha 48 it cost -0.13, SE 0.02) (results/validation/v2/
     to v7/, v12/ and v17/, rules in results/design_v*/PLAN.md, results/validation/v6/PLAN.md and
-    results/PLAN.md). Not adopted: the candidates of designs v8-v11, v13-v16 and v18-v31 (optimiser, schedule,
+    results/PLAN.md). Not adopted: the candidates of designs v8-v11, v13-v16 and v18-v32 (optimiser, schedule,
     moving-average, layer, activation, augmentation and scoring settings, each paired against the recipe of its day
     on validation seeds; every paired delta within +-0.05 but label smoothing's, -0.12 on the mean and -0.10 on
     the lowest epoch, and the 3-px shifts' -0.067 on the lowest epoch), each with its delta, SE and n in the README
-    (step 3, and the table of rounds after design v17) and in results/validation/v8/ to v31/.
+    (step 3, and the table of rounds after design v17) and in results/validation/v8/ to v32/.
 
     Stages: Model_2's.
     """

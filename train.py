@@ -117,8 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train on targets that move EPS of the label's weight evenly onto all classes, e.g. 0.1; "
                         "evaluation is unchanged (recipe: off)")
     p.add_argument("--clean-epochs", type=COUNT, metavar="N",
-                   help="the last N epochs train on the images as they are, without rotation, shifts, scaling or "
-                        "elastic distortion; 0: off (recipe: off)")
+                   help="the last N epochs train on the images as they are, without rotation, shifts, scaling, "
+                        "shear or elastic distortion; 0: off (recipe: off)")
     p.add_argument("--recalibrate-bn", type=COUNT, metavar="N",
                    help="before each evaluation, re-estimate BatchNorm's statistics on the first N training images "
                         "(not held out) as they are, e.g. 10000; the log also gives the score without; 0: off "

@@ -958,7 +958,7 @@ def test_rotating_block_rounds_tables_are_what_their_runs_give(round_, arms, blo
         assert bold_deltas(printed, len(seeds)) in flat, arm
 
 
-# the table of rounds after design v17 in "How it got here, in short": candidate arm, reference arm, and (v20, v29-v31)
+# the table of rounds after design v17 in "How it got here, in short": candidate arm, reference arm, and (v20, v29-v32)
 # the pair pooled with it
 AFTER_V17 = [("v18_clean5", "v17_elastic24", None), ("v18_clean3", "v17_elastic24", None),
              ("v19_recalibrate_bn", "v19_reference", None),
@@ -975,10 +975,12 @@ AFTER_V17 = [("v18_clean5", "v17_elastic24", None), ("v18_clean3", "v17_elastic2
              ("v30_dropout0.01", "v27_reference", ("v30_dropout0.01", "v28_reference")),
              ("v30_dropout0.05", "v27_reference", ("v30_dropout0.05", "v28_reference")),
              ("v31_silu", "v27_reference", ("v31_silu", "v28_reference")),
-             ("v31_stack", "v27_reference", ("v31_stack", "v28_reference"))]
+             ("v31_stack", "v27_reference", ("v31_stack", "v28_reference")),
+             ("v32_alpha12", "v27_reference", ("v32_alpha12", "v28_reference")),
+             ("v32_shear", "v27_reference", ("v32_shear", "v28_reference"))]
 # rows pooled over more than one reference's seeds, and the number of pairs they pool
 POOLED_N = {"v20_clean5": 20, "v29_hold5": 24, "v29_momentum0.9": 24, "v30_dropout0.01": 24, "v30_dropout0.05": 24,
-            "v31_silu": 24, "v31_stack": 24}
+            "v31_silu": 24, "v31_stack": 24, "v32_alpha12": 24, "v32_shear": 24}
 
 
 def delta_cell(deltas: list[float]) -> str:
@@ -989,8 +991,8 @@ def delta_cell(deltas: list[float]) -> str:
 
 def test_the_rounds_after_design_v17_table_is_what_their_runs_give():
     """Each row of the table of rounds that adopted nothing after design v17: the paired deltas (lowest epoch, mean)
-    and their SEs, to three decimals, from the committed runs (v20's row pooled with v18's seeds; v29's, v30's and
-    v31's rows each candidate against v27's reference runs on seeds 115-126 and v28's on 127-138)."""
+    and their SEs, to three decimals, from the committed runs (v20's row pooled with v18's seeds; v29's to v32's rows
+    each candidate against v27's reference runs on seeds 115-126 and v28's on 127-138)."""
     run = validation_driver()
     rows = [[c.strip() for c in line.strip().strip("|").split("|")]
             for line in section_text("## How it got here, in short").splitlines() if line.startswith("| [v")]
@@ -1028,9 +1030,10 @@ def test_reproduction_checks_repeat_the_reused_reference_runs_bit_for_bit(round_
 
 @pytest.mark.parametrize("round_, candidates", [("v29", ("v29_hold5", "v29_momentum0.9")),
                                                  ("v30", ("v30_dropout0.01", "v30_dropout0.05")),
-                                                 ("v31", ("v31_silu", "v31_stack"))])
+                                                 ("v31", ("v31_silu", "v31_stack")),
+                                                 ("v32", ("v32_alpha12", "v32_shear"))])
 def test_tables_of_rounds_on_v27s_and_v28s_reference_runs_are_what_the_runs_give(round_, candidates):
-    """results/validation/v29/, v30/ and v31/README.md, seed by seed (115-138): the held-out block, the reference's
+    """results/validation/v29/ to v32/README.md, seed by seed (115-138): the held-out block, the reference's
     epochs 11-15 (v27's run on seeds 115-126, v28's on 127-138) and both candidates'; and each candidate's paired
     deltas over the 24 seeds as run.py --pooled prints them."""
     run = validation_driver()
@@ -1049,20 +1052,24 @@ def test_tables_of_rounds_on_v27s_and_v28s_reference_runs_are_what_the_runs_give
         assert bold_deltas([run.pooled(pairs, stat) for stat in (min, statistics.mean)], 24) in flat, arm
 
 
-def test_design_v31s_silu_pooled_with_design_v26s_is_what_their_runs_give():
-    """v31's SiLU arm is a second look at v26's; its README and the rounds table also quote the two pooled (n = 36:
-    v26's twelve pairs and v31's twenty-four), for information (v31's rule reads its own 24)."""
+@pytest.mark.parametrize("arm, first_look, first_reference, round_", [
+    ("v31_silu", "v26_silu", "v26_reference", "v26"), ("v32_alpha12", "v21_elastic12", "v19_reference", "v21")])
+def test_second_looks_on_v27s_and_v28s_seeds_pooled_with_the_first_look_are_what_their_runs_give(
+        arm, first_look, first_reference, round_):
+    """v31's SiLU arm is a second look at v26's, v32's alpha 12 at v21's; the second look's README and the rounds
+    table also quote the two pooled (n = 36: the first look's twelve pairs and the second's twenty-four), for
+    information (the second look's rule reads its own 24)."""
     run = validation_driver()
     cells = []
     for stat in (min, statistics.mean):
-        deltas = run.paired_deltas("v26_silu", "v26_reference", stat)[1]
+        deltas = run.paired_deltas(first_look, first_reference, stat)[1]
         for reference in ("v27_reference", "v28_reference"):
-            deltas += run.paired_deltas("v31_silu", reference, stat)[1]
+            deltas += run.paired_deltas(arm, reference, stat)[1]
         assert len(deltas) == 36
         cells.append(delta_cell(deltas))
-    quoted = f"pooled with v26's, n = 36: {cells[0]} / {cells[1]}"
+    quoted = f"pooled with {round_}'s, n = 36: {cells[0]} / {cells[1]}"
     assert quoted in section_text("## How it got here, in short")
-    assert quoted in " ".join((ROOT / "results" / "validation" / "v31" / "README.md").read_text().split())
+    assert quoted in " ".join((ROOT / "results" / "validation" / run.ROUNDS[arm] / "README.md").read_text().split())
 
 
 @pytest.mark.parametrize("round_, candidate, earlier", [("v25", "rotation0", "v24"), ("v28", "shift0.05", "v27")])
