@@ -234,9 +234,8 @@ class DeviceLoader:
     with ``shear > 0`` it is also sheared parallel to the x axis by its own angle in ``[-shear, shear]`` degrees,
     as ``RandomAffine(shear=shear)`` draws one; with ``elastic > 0`` it is then distorted by its own displacement
     field, as ``ElasticTransform(alpha=elastic, sigma=elastic_sigma)`` draws one (:func:`elastic_field`), in the
-    same resampling. Setting ``augment = False``
-    (a clean epoch, ``Config.clean_epochs``; :func:`set_augmentation`) yields the images as they are: the epoch
-    then draws its permutation and nothing else.
+    same resampling. Setting ``augment = False`` (a clean epoch, ``Config.clean_epochs``; :func:`set_augmentation`)
+    yields the images as they are: the epoch then draws its permutation and nothing else.
     The permutation, the angles, the shifts, the factors and the shears are drawn once per epoch on the CPU
     from a seeded generator and copied in one go, so runs are reproducible on any device and no batch
     triggers a host-to-device copy; the elastic noise, (batch, 2, H, W) numbers, is drawn batch by batch from the
@@ -295,8 +294,7 @@ class DeviceLoader:
                     noise = torch.rand(len(y), 2, *x.shape[-2:], generator=self.generator).mul_(2).sub_(1)
                     field = elastic_field(noise.to(self.device), self.elastic, self.elastic_sigma)
                 x = rotate(x, angles[idx], None if shifts is None else shifts[idx],
-                           None if scales is None else scales[idx], field,
-                           **({} if shears is None else {"shears": shears[idx]}))
+                           None if scales is None else scales[idx], field, None if shears is None else shears[idx])
             yield x, y
 
 

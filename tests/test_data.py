@@ -78,18 +78,16 @@ def test_device_loader_is_reproducible_from_its_seed():
 
 
 def rotate_calls(monkeypatch, loader, fields: bool = False,
-                 shears: bool = False) -> list[tuple[torch.Tensor | None, ...]]:
+                 with_shears: bool = False) -> list[tuple[torch.Tensor | None, ...]]:
     """One epoch of ``loader``, with every ``utils.rotate`` call it makes recorded: (angles, shifts, scales), and
-    with ``fields``, the displacement field too, and with ``shears``, the shear angles last."""
+    with ``fields``, the displacement field too, and with ``with_shears``, the shear angles last."""
     calls = []
     real_rotate = utils.rotate
 
     def spy(images, degrees, shifts=None, scales=None, displacement=None, shears=None):
-        recorded = (degrees, shifts, scales) + ((displacement,) if fields else ()) + ((shears,) if record else ())
+        recorded = (degrees, shifts, scales) + ((displacement,) if fields else ()) + ((shears,) if with_shears else ())
         calls.append(tuple(None if t is None else t.clone() for t in recorded))
         return real_rotate(images, degrees, shifts, scales, displacement, shears)
-
-    record = shears
 
     with monkeypatch.context() as patch:
         patch.setattr(utils, "rotate", spy)
@@ -364,8 +362,9 @@ def test_a_positive_shear_moves_the_rows_below_the_centre_to_the_left():
 
 def test_device_loader_draws_one_shear_per_sample_within_range_after_the_other_draws(monkeypatch):
     def calls(**shear):
-        return rotate_calls(monkeypatch, utils.DeviceLoader(*id_images(2000), batch_size=500, rotation=7.0, scale=0.1,
-                                                            elastic=24.0, seed=0, **shear), fields=True, shears=True)
+        loader = utils.DeviceLoader(*id_images(2000), batch_size=500, rotation=7.0, scale=0.1, elastic=24.0, seed=0,
+                                    **shear)
+        return rotate_calls(monkeypatch, loader, fields=True, with_shears=True)
 
     sheared, plain = calls(shear=10.0), calls()
     shears = torch.cat([c[-1] for c in sheared])
