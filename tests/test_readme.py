@@ -686,7 +686,7 @@ def test_only_their_own_rounds_change_the_rotation_or_shift():
 
 
 def v27_or_v28_reference(seed: int) -> str:
-    """The run of design v17's recipe that designs v29-v31 pair seed ``seed`` (115-138) with: v27's on 115-126,
+    """The run of design v17's recipe that designs v29-v32 pair seed ``seed`` (115-138) with: v27's on 115-126,
     v28's on 127-138."""
     return "v27_reference" if seed < 127 else "v28_reference"
 

@@ -65,6 +65,10 @@ RECALIBRATE_ARM = ("+ before each evaluation, a copy of the moving average gets 
 V17_RECIPE_ARM = ("design v17's Model_3 and recipe", design_v4_model, "Model_3", {})
 NO_ROTATION_ARM = ("no rotation (scaling and the elastic distortion stay)", design_v4_model, "Model_3",
                    {"rotation": 0.0})
+# candidates a later round looked at again: v21's alpha 12 (v32) and v26's SiLU (v31)
+ELASTIC12_ARM = ("the elastic distortion at alpha 12 instead of 24 (sigma 4)", design_v4_model, "Model_3",
+                 {"elastic": 12.0})
+SILU_ARM = ("SiLU instead of ReLU in every conv_block", partial(design_v4_model, nn.SiLU), "Model_3", {})
 
 
 def shift_arm(translate: float, pixels: int) -> tuple:
@@ -207,8 +211,7 @@ ARMS = {
                    "distortion (v18_clean5 on new seeds)", design_v4_model, "Model_3", {"clean_epochs": 5}),
     # design v21, step 3 (results/validation/v21/PLAN.md): the elastic distortion at half design v17's dose, on v19's
     # seeds 67-78 against v19_reference's runs
-    "v21_elastic12": ("the elastic distortion at alpha 12 instead of 24 (sigma 4)", design_v4_model, "Model_3",
-                      {"elastic": 12.0}),
+    "v21_elastic12": ELASTIC12_ARM,
     # design v22, step 3 (results/validation/v22/PLAN.md): more updates (batch 32) or more capacity (block 1's first
     # conv at 10 channels), on v19's seeds 67-78 against v19_reference's runs
     "v22_batch32": ("batch 32 instead of 64 (twice the steps; peak LR 0.1 and the per-step EMA decay 0.999 unchanged)",
@@ -233,7 +236,7 @@ ARMS = {
     # design v26, step 3 (results/validation/v26/PLAN.md): another activation in every conv_block, on new seeds
     # 103-114 with its own reference
     "v26_reference": V17_RECIPE_ARM,
-    "v26_silu": ("SiLU instead of ReLU in every conv_block", partial(design_v4_model, nn.SiLU), "Model_3", {}),
+    "v26_silu": SILU_ARM,
     "v26_leaky": ("LeakyReLU (slope 0.1) instead of ReLU in every conv_block",
                   partial(design_v4_model, partial(nn.LeakyReLU, 0.1)), "Model_3", {}),
     # design v27, step 3 (results/validation/v27/PLAN.md): random whole-pixel shifts at two doses, on new seeds
@@ -260,13 +263,12 @@ ARMS = {
                               partial(design_v4_model, dropout=rate), "Model_3", {}) for rate in (0.01, 0.05)},
     # design v31, step 3 (results/validation/v31/PLAN.md): SiLU again, and SiLU with dropout 0.01 and five clean
     # epochs, on seeds 115-138 against v27's and v28's reference runs
-    "v31_silu": ("SiLU instead of ReLU in every conv_block", partial(design_v4_model, nn.SiLU), "Model_3", {}),
+    "v31_silu": SILU_ARM,
     "v31_stack": ("SiLU in every conv_block, dropout 0.01 instead of 0.02, and epochs 11-15 on the images as they are",
                   partial(design_v4_model, nn.SiLU, 0.01), "Model_3", {"clean_epochs": 5}),
     # design v32, step 3 (results/validation/v32/PLAN.md): the elastic distortion at alpha 12 again (v21's), on
     # seeds 115-138 against v27's and v28's reference runs
-    "v32_alpha12": ("the elastic distortion at alpha 12 instead of 24 (sigma 4)", design_v4_model, "Model_3",
-                    {"elastic": 12.0}),
+    "v32_alpha12": ELASTIC12_ARM,
     # and a shear parallel to the x axis, as RandomAffine(shear=10) draws it, in the affine map before the distortion
     "v32_shear": ("+ each training image sheared parallel to the x axis by its own angle in [-10, 10] degrees, as "
                   "RandomAffine(shear=10) draws it", design_v4_model, "Model_3", {"shear": 10.0}),
