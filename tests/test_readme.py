@@ -143,12 +143,12 @@ def test_each_design_named_seeds_no_earlier_design_had():
              "results/validation/v22/PLAN.md", "results/validation/v23/PLAN.md", "results/validation/v24/PLAN.md",
              "results/validation/v25/PLAN.md", "results/validation/v26/PLAN.md", "results/validation/v27/PLAN.md",
              "results/validation/v28/PLAN.md", "results/validation/v29/PLAN.md", "results/validation/v30/PLAN.md",
-             "results/validation/v31/PLAN.md", "results/validation/v32/PLAN.md"]
+             "results/validation/v31/PLAN.md", "results/validation/v32/PLAN.md", "results/validation/v33/PLAN.md"]
     seeds = [set(planned_fresh_seeds(plan)) for plan in plans]
     seeds.append(set(range(4011, 4021)))  # design v6's plan names them for design v5's model (v6 adopted nothing)
     seeds.append(set(range(9941, 9951)))  # ten more for design v17's model (results/Model_3/more_seeds/README.md)
     seeds.append(set(range(9601, 9641)))  # the GPU check's seeds for design v12's model (results/gpu/README.md)
-    assert all(len(s) == 10 for s in seeds[:-1]) and len(set.union(*seeds)) == 370
+    assert all(len(s) == 10 for s in seeds[:-1]) and len(set.union(*seeds)) == 380
 
 
 # seeds a plan named for the model of the design before it, should the plan adopt nothing (it adopted nothing), or
@@ -595,7 +595,7 @@ def test_design_v17s_arms_add_elastic_distortion_only():
                                                                           "elastic_sigma": 4.0}
     # the rounds that train with the elastic distortion
     later = ("v17", "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25", "v26", "v27", "v28", "v29", "v30",
-             "v31", "v32")
+             "v31", "v32", "v33")
     assert all(run.config(arm, 1).elastic == 0.0 for arm in run.ARMS if run.ROUNDS[arm] not in later)
 
 
@@ -775,6 +775,26 @@ def test_design_v32s_shear_arm_is_design_v17s_model_and_recipe_on_v27s_and_v28s_
     assert run.ARMS["v32_shear"][1] is run.ARMS["v28_reference"][1]
     assert {arm for arm in run.ARMS if run.config(arm, 1).shear} == {"v32_shear"}
     assert utils.RECIPES["Model_3"].shear == 0.0
+
+
+def test_design_v33s_arms_are_design_v17s_recipe_on_v27s_and_v28s_seeds_with_block_2_widened():
+    """v33's candidates pair with v27's and v28's reference runs (seeds 115-138): the reference's config, and
+    design v17's model but for one conv of block 2 at 18 channels (the first or the last), under 8,000 parameters,
+    with every receptive field and every other layer as before."""
+    run = validation_driver()
+    for seed in range(115, 139):
+        reference = vars(run.config(v27_or_v28_reference(seed), seed))
+        for arm in ("v33_block2_18first", "v33_block2_18last"):
+            assert vars(run.config(arm, seed)) == reference
+    ref = run.ARMS["v28_reference"][1]()
+    for arm, widths, params in (("v33_block2_18first", [18, 16, 16], 7878), ("v33_block2_18last", [16, 16, 18], 7754)):
+        wide = run.ARMS[arm][1]()
+        assert utils.count_parameters(wide) == params < 8000
+        assert [r.rf for r in utils.receptive_field(wide)] == [r.rf for r in utils.receptive_field(ref)]
+        assert [stage[0].out_channels for stage in wide.block2] == widths
+        assert wide.head.in_channels == widths[-1]
+        assert repr(wide.block1) == repr(ref.block1) and repr(wide.transition1) == repr(ref.transition1)
+        assert not any(m.p != 0.02 for m in wide.modules() if isinstance(m, torch.nn.Dropout))
 
 
 def test_design_v26s_arms_are_design_v17s_recipe_on_new_seeds_with_another_activation():

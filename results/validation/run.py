@@ -1,4 +1,4 @@
-"""The validation runs of designs v2 to v32: one arm (layers + recipe) and one seed per call.
+"""The validation runs of designs v2 to v33: one arm (layers + recipe) and one seed per call.
 
     OMP_NUM_THREADS=1 python results/validation/run.py ARM SEED --data-dir ../shared/mnist
     python results/validation/run.py --table v3      # a round's finished arms: per-seed means, mean +- std, loss
@@ -11,7 +11,7 @@ v2 to v12; from v13 on, block ``seed % 12`` of the twelve blocks of 5,000 (``hol
 round holds out other images and the spread of paired differences includes which images were held out. The test
 set is never loaded. Each arm is a model from ``model.py`` (or ``StagedNet`` with the layers a candidate
 needs) and a recipe from ``utils.RECIPES`` with the overrides named below. Writes ``<ROUND>/<ARM>/seed<SEED>.json``
-beside this file (``v2/`` to ``v32/``, the design the arm belongs to); a seed whose JSON exists is not run
+beside this file (``v2/`` to ``v33/``, the design the arm belongs to); a seed whose JSON exists is not run
 again. A run of a v19 candidate arm also writes its reference arm's file (``DERIVED``): the same weights scored
 without the re-estimation.
 """
@@ -43,6 +43,11 @@ def design_v4_model(activation: Callable[[], nn.Module] = nn.ReLU, dropout: floa
 def block1_10_model() -> model.StagedNet:
     """Design v22's C2: design v4's model with block 1's first conv at 10 channels (7,752 parameters)."""
     return model.StagedNet((10, 16), 8, (16, 16, 16), dropout=0.02, block1_dropout=False)
+
+
+def block2_model(widths: tuple[int, int, int]) -> model.StagedNet:
+    """Design v33's candidates: design v4's model with block 2's three 3x3 convs at ``widths`` (16, 16, 16 there)."""
+    return model.StagedNet((8, 16), 8, widths, dropout=0.02, block1_dropout=False)
 
 
 def four_convs_model() -> model.StagedNet:
@@ -272,12 +277,18 @@ ARMS = {
     # and a shear parallel to the x axis, as RandomAffine(shear=10) draws it, in the affine map before the distortion
     "v32_shear": ("+ each training image sheared parallel to the x axis by its own angle in [-10, 10] degrees, as "
                   "RandomAffine(shear=10) draws it", design_v4_model, "Model_3", {"shear": 10.0}),
+    # design v33, step 3 (results/validation/v33/PLAN.md): block 2 widened with the spare parameter budget, on seeds
+    # 115-138 against v27's and v28's reference runs
+    "v33_block2_18first": ("block 2's first conv at 18 channels instead of 16, 8->18->16->16 (7,878 parameters)",
+                           partial(block2_model, (18, 16, 16)), "Model_3", {}),
+    "v33_block2_18last": ("block 2's last conv at 18 channels instead of 16, 8->16->16->18 (7,754 parameters)",
+                          partial(block2_model, (16, 16, 18)), "Model_3", {}),
 }
 # a run of the key also gives the value's run: the same weights scored without the re-estimation
 DERIVED = {"v19_recalibrate_bn": "v19_reference", "v19_check": "v19_check_reference"}
 DESIGNS = ("v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11", "v12", "v13", "v14", "v15", "v16", "v17",
            "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25", "v26", "v27", "v28", "v29", "v30", "v31",
-           "v32")
+           "v32", "v33")
 ROUNDS = {arm: arm.split("_")[0] if arm.split("_")[0] in DESIGNS else "v2" for arm in ARMS}
 # design v17's recipe, as the rounds after it pin it
 V17_PINS = {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0}
@@ -287,7 +298,7 @@ V17_PINS = {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0}
 # v18 pins elastic distortion off and v18 pins design v17's, and every round pins label smoothing, clean epochs
 # and the cycle's default end, lr / 100, unless its arm sets them; v24 and v25 also pin design v17's rotation, the
 # setting they vary, and v26 does too; v27 and v28 pin it and design v17's translation, none, the setting they vary;
-# v29 pins those and the hold and momentum cycle it varies, and v30 to v32 pin what v29 does; every round pins
+# v29 pins those and the hold and momentum cycle it varies, and v30 to v33 pin what v29 does; every round pins
 # shear off, which only v32's candidate sets):
 # applied before an arm's own overrides, so a rerun or a new seed of an arm repeats the experiment its committed
 # runs recorded
@@ -304,10 +315,10 @@ RAN_WITH = {round_: {"scale": 0.0, "label_smoothing": 0.0, "elastic": 0.0, "clea
     **{round_: {**V17_PINS, "rotation": 7.0} for round_ in ("v24", "v25", "v26")},
     **{round_: {**V17_PINS, "rotation": 7.0, "translation": 0.0} for round_ in ("v27", "v28")},
     **{round_: {**V17_PINS, "rotation": 7.0, "translation": 0.0, "hold_epochs": 3, "cycle_momentum": True}
-       for round_ in ("v29", "v30", "v31", "v32")}}.items()}
+       for round_ in ("v29", "v30", "v31", "v32", "v33")}}.items()}
 # rounds whose held-out block rotates with the seed: block seed % 12 of the twelve blocks of 5,000 images
 ROTATING_BLOCKS = {"v13", "v14", "v15", "v16", "v17", "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25", "v26",
-                   "v27", "v28", "v29", "v30", "v31", "v32"}
+                   "v27", "v28", "v29", "v30", "v31", "v32", "v33"}
 
 
 def config(arm: str, seed: int) -> utils.Config:
