@@ -116,8 +116,8 @@ class Model_1(StagedNet):
     Target: the right structure (BN, dropout 0.05, max-pool at RF 5, 1x1 transition, GAP) at about half the
     budget, trained plainly (SGD, constant LR 0.01, no augmentation), to measure where it stands.
     Result: 4,018 parameters; test seeds 1-3: mean 98.91 +- 0.06 % (results/Model_1/).
-    Analysis: it underfits (in eval mode 98.98 % on its training images, 98.95 % on the test set, seed 1) and its
-    training loss is still falling: too little capacity or too little training, which step 2 and step 3 test.
+    Analysis: it underfits (in eval mode only 98.98 % of its training images right, 98.95 % of the test set, seed 1)
+    and its training loss is still falling: too little capacity or too little training, which step 2 and step 3 test.
 
     Stages (channels; output size; receptive field):
         block1       3x3 1->8, 3x3 8->12             28 -> 26 -> 24      RF 3, 5
