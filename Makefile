@@ -5,11 +5,16 @@ STEPS ?= 1 2 3
 THREADS ?= 1
 PY := $(VENV)/bin/python
 
-.PHONY: train test notebooks clean
+.PHONY: help train test notebooks clean
+
+## make help: list these targets
+help:
+	@sed -n 's/^## //p' Makefile
 
 # Each stamp is refreshed when its requirements file changes; pip then installs only what is missing.
+# A venv without pip (left by a first try before python3-venv was installed) is made again.
 $(VENV)/.runtime: requirements.txt
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
@@ -26,8 +31,10 @@ train: $(VENV)/.runtime
 test: $(VENV)/.dev
 	$(PY) -m pytest -q tests
 
+## make clean: remove .venv/ and the caches
 clean:
-	rm -rf $(VENV) .pytest_cache __pycache__ tests/__pycache__
+	rm -rf $(VENV) .pytest_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # Papermill leaves timestamps in the metadata, and its injected-parameters cell would make a Colab "Run all" reuse
 # this machine's paths: keep only what renders, and turn the injected values into a comment that records them.
@@ -37,7 +44,7 @@ NB_CLEAN = import nbformat, sys; nb = nbformat.read(sys.argv[1], 4); nb.metadata
 	  ["\# " + l for l in c.source.splitlines()[1:]])) for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]; \
 	nbformat.write(nb, sys.argv[1])
 
-## make notebooks [DATA=...] [THREADS=...]: execute the three notebooks in place (full runs; results/ and assets/
+## make notebooks [DATA=...] [THREADS=...] [STEPS="1 2 3"]: execute the notebooks of STEPS in place (full runs; results/ and assets/
 ## refreshed), each with THREADS CPU threads, 1 by default as the committed executions ran: on a CPU a training
 ## run's numbers can depend on the thread count
 notebooks: $(VENV)/.dev

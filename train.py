@@ -1,17 +1,19 @@
 """Train an S7 model from the command line, over one or several seeds.
 
-    python train.py --model Model_3 --epochs 15 --seeds 1 2 3 4 5 --data-dir data --out results
+    python train.py --model Model_3 --epochs 15 --seeds 1 2 3 4 5 --data-dir data --out runs
 
 Each (model, seed) run writes ``<out>/<model>_seed<seed>.json`` (config, device, training precision, library
 versions, parameter count, per-epoch metrics, wall time; written atomically) and its final weights
 ``<out>/<model>_seed<seed>.pt`` (a ``state_dict``; load it with ``torch.load(path, weights_only=True)``). A seed
-whose JSON already exists is skipped, so a killed multi-seed run resumes where it stopped. The defaults of every
-training option are the model's recipe in ``utils.RECIPES``. Bad input gets one line on stderr and exit code 2.
+whose JSON already exists is skipped, so the same command after a kill trains only the seeds that had not finished
+(the seed it was killed in starts again from epoch 1). A training option left out takes the model's recipe
+(``utils.RECIPES``); ``--pipeline``, ``--holdout`` and ``--holdout-block`` default to the device pipeline and the
+test set, as every recipe has them. Bad input gets one line on stderr and exit code 2.
 
     python train.py --evaluate results/Model_3/Model_3_seed9801.pt [--model Model_3]
 
-evaluates a weights file on the MNIST test set instead (seconds): accuracy, error count and the confusion counts.
-Without ``--model`` it uses the architecture the weights fit.
+evaluates a weights file on the whole MNIST test set instead (seconds): accuracy, error count and the confusion
+counts. Without ``--model`` it uses the architecture the weights fit; the training options are not used.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import model as models
 import utils
 
 MODELS = ("Model_1", "Model_2", "Model_3")
+SUMMARY_KEYS = {"best", "last", "min_last5", "mean_last5", "first_at_target"}  # what results_table reads of a run
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -123,20 +126,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="before each evaluation, re-estimate BatchNorm's statistics on the first N training images "
                         "(not held out) as they are, e.g. 10000; the log also gives the score without; 0: off "
                         "(recipe: off)")
-    p.add_argument("--seed", type=COUNT, help="one seed (same as --seeds N)")
+    p.add_argument("--seed", type=COUNT, metavar="N", help="one seed (same as --seeds N; recipe: 1)")
     p.add_argument("--seeds", type=COUNT, nargs="+", help="several seeds, run one after another")
     p.add_argument("--pipeline", choices=("device", "conventional"), default="device",
                    help="device-resident tensors or torchvision transforms + DataLoader")
-    p.add_argument("--holdout", type=COUNT, default=0,
-                   help="evaluate on the last N training images instead of the test set (for tuning)")
+    p.add_argument("--holdout", type=COUNT, default=0, metavar="N",
+                   help="evaluate on the last N training images instead of the test set, for tuning")
     p.add_argument("--holdout-block", type=int, default=-1, metavar="B",
-                   help="with --holdout N: hold out training images B*N to (B+1)*N-1 instead of the last N (-1)")
-    p.add_argument("--subset", type=positive(int), help="use only the first N images of each split (smoke runs)")
+                   help="with --holdout N: hold out training images B*N to (B+1)*N-1 instead of the last N")
+    p.add_argument("--subset", type=positive(int), metavar="N", help="use only the first N images of each split (smoke runs)")
     p.add_argument("--device", help="cuda, mps or cpu (default: best available)")
     p.add_argument("--data-dir", default="data", help="folder holding MNIST/raw (downloaded there if missing)")
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
     p.add_argument("--out", default="runs", help="folder for the per-seed JSON files and weights")
-    p.add_argument("--evaluate", metavar="PATH", help="evaluate a saved state_dict on the test set instead of training")
+    p.add_argument("--evaluate", metavar="PATH", help="evaluate a saved state_dict on the whole test set instead of training "
+                                                    "(the training options are not used)")
     return p
 
 
@@ -147,6 +151,8 @@ def usable_device(parser: argparse.ArgumentParser, name: str | None) -> torch.de
         torch.empty(1, device=device)
     except (RuntimeError, AssertionError) as err:
         parser.error(f"device {name!r} is not usable here ({first_line(err)}); use cuda, mps or cpu")
+    if device.type not in ("cuda", "mps", "cpu"):  # "meta" and the like hold no data to train on
+        parser.error(f"device {name!r} is not usable here (it cannot train); use cuda, mps or cpu")
     return device
 
 
@@ -296,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
                 payload = json.loads(path.read_text())
             except (json.JSONDecodeError, UnicodeDecodeError):
                 parser.error(f"{path} is not a results file (invalid JSON); move it away or pick another --out")
+            except OSError as err:  # a folder of that name, or no permission to read it
+                parser.error(f"{path} cannot be read ({first_line(err)}); move it away or pick another --out")
             if not isinstance(payload, dict):
                 parser.error(f"{path} is not a results file (not a JSON object); move it away or pick another --out")
             if not isinstance(payload.get("config"), dict) or not utils.same_experiment(payload["config"], cfg,
@@ -304,6 +312,10 @@ def main(argv: list[str] | None = None) -> int:
             if payload.get("parameters") != n_params:
                 parser.error(f"{path} holds a run of another {args.model} ({payload.get('parameters')} parameters, "
                              f"now {n_params}); move it away or pick another --out")
+            summary = payload.get("summary")
+            if not isinstance(summary, dict) or not SUMMARY_KEYS <= summary.keys():
+                parser.error(f"{path} is not a finished run's results file (no summary of its epochs); move it away "
+                             f"or pick another --out")
             finished[seed] = payload
 
     payloads = []

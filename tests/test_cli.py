@@ -49,6 +49,7 @@ def run_cli(args: list[str], cwd) -> subprocess.CompletedProcess:
     (["--seeds", "1", "-2"], "must be >= 0"),
     (["--seed", "1", "--seeds", "2"], "not both"),
     (["--device", "quantum"], "not usable here"),
+    (["--device", "meta"], "it cannot train"),
 ])
 def test_bad_arguments_get_one_line_and_exit_2(tmp_path, capsys, args, words):
     with pytest.raises(SystemExit) as info:
@@ -157,6 +158,26 @@ def test_a_broken_results_file_is_reported_not_overwritten(mnist_root, tmp_path,
         train.main(["--model", "Model_1", "--data-dir", str(mnist_root), "--out", str(out), *SMOKE])
     assert info.value.code == 2 and "invalid JSON" in capsys.readouterr().err
     assert (out / "Model_1_seed1.json").read_text() == "{half a fi"
+
+
+def test_a_folder_where_a_results_file_would_be_is_reported_before_any_run(mnist_root, tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "Model_1_seed1.json").mkdir(parents=True)
+    with pytest.raises(SystemExit) as info:
+        train.main(["--model", "Model_1", "--data-dir", str(mnist_root), "--out", str(out), *SMOKE])
+    captured = capsys.readouterr()
+    assert info.value.code == 2 and captured.err.count("\n") == 1 and "cannot be read" in captured.err, captured.err
+    assert "epoch" not in captured.out and sorted(p.name for p in out.iterdir()) == ["Model_1_seed1.json"]
+
+
+def test_a_results_file_without_a_summary_is_not_taken_for_a_finished_seed(mnist_root, tmp_path, capsys):
+    """Its config and parameter count match, but the table at the end reads the summary: refused before any run."""
+    base, path, record = finished_then_edited(mnist_root, tmp_path, lambda record: record.pop("summary"))
+    with pytest.raises(SystemExit) as info:
+        train.main([*base, "--seeds", "2", "1"])
+    captured = capsys.readouterr()
+    assert info.value.code == 2 and captured.err.count("\n") == 1 and "no summary" in captured.err, captured.err
+    assert json.loads(path.read_text()) == record and not (path.parent / "Model_1_seed2.json").exists()
 
 
 @pytest.mark.parametrize("content", ["[]", "3"])
