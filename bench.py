@@ -3,17 +3,18 @@ arithmetic floor.
 
     python bench.py --model Model_3 --epochs 3 --data-dir data
 
-Trains the same model with the same recipe through both pipelines, alternating epoch by epoch (device, conventional,
-..., device, ...) so that any drift of the machine's load is spread over all variants, and times the training epoch
-and the evaluation separately. On a CPU a third variant, the device pipeline in PyTorch's default NCHW layout
-instead of ``channels_last``, measures what the layout buys; for Model_3 a fourth, design v3's Model_3 (dropout in
-block 1 too, the same parameters) on the device pipeline, what leaving block 1 without dropout buys. On a CPU with
-native bf16 one more variant trains the device pipeline in the other precision (float32 when the recipe trains under
-bf16 autocast, bf16 when it does not; ``utils.training_dtype``), to measure what bf16 buys. When the recipe distorts
-its images elastically (``Config.elastic``), one more variant trains the device pipeline without the distortion, to
-measure what drawing and applying the fields costs. A recipe's moving average of the weights (``Config.ema``) is not
-part of the timed epochs: it costs an update of the averaged copy per step (about 3.6 % of a run on the development
-CPU, ``results/validation/v7/``). The report ends with what one full run of the device pipeline takes (the recipe's
+Trains the same model with its recipe at a constant LR (so that no epoch's timing depends on where a schedule is)
+through both pipelines, alternating epoch by epoch (device, conventional, ..., device, ...) so that any drift of the
+machine's load is spread over all variants, and times the training epoch and the evaluation separately. On a CPU a
+third variant, the device pipeline in PyTorch's default NCHW layout instead of ``channels_last``, measures what the
+layout buys; for Model_3 a fourth, design v3's Model_3 (dropout in block 1 too, the same parameters) on the device
+pipeline, what leaving block 1 without dropout buys. On a CPU with native bf16 one more variant trains the device
+pipeline in the other precision (float32 when the recipe trains under bf16 autocast, bf16 when it does not;
+``utils.training_dtype``), to measure what bf16 buys. When the recipe distorts its images elastically
+(``Config.elastic``), one more variant trains the device pipeline without the distortion, to measure what drawing
+and applying the fields costs. A recipe's moving average of the weights (``Config.ema``) is not part of the timed
+epochs: it costs an update of the averaged copy per step (about 3.6 % of a run on the development CPU,
+``results/validation/v7/``). The report ends with what one full run of the device pipeline takes (the recipe's
 epochs x the median epoch and evaluation). The floor is what the model's arithmetic alone would cost in float32:
 forward+backward multiply-adds per image (3x the forward ones) x 60,000 / the multiply-adds per second this device
 reaches on a large float32 matrix product (there is no bf16 floor). Results go to ``<out>/bench_<device>.json``
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         train_loader, test_loader = utils.make_loaders(
             args.data_dir, pipeline, cfg.batch_size, cfg.rotation, cfg.seed, device, not args.no_download,
             args.subset, num_workers=args.workers, translation=cfg.translation, scale=cfg.scale,
-            elastic=variant_elastic, elastic_sigma=cfg.elastic_sigma)
+            elastic=variant_elastic, elastic_sigma=cfg.elastic_sigma, shear=cfg.shear)
         optimizer, _ = utils.make_optimizer(net, cfg, len(train_loader))
         runs[label] = dict(net=net, train=train_loader, test=test_loader, opt=optimizer, epoch=[], eval=[],
                            acc=[], images=len(train_loader.dataset), dtype=variant_dtype)
