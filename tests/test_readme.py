@@ -1282,3 +1282,18 @@ def test_gpu_calls_finished_a_prefix_of_queue_pys_fixed_order():
                           "--deadline", "5", "--resume", "README.md"], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stdout == "" and bad.stderr.count("\n") == 1
     assert bad.stderr.startswith("queue.py: error: --resume README.md: not the queue.json of an earlier call")
+
+
+def design_v33_fresh_script():
+    """``results/design_v33/fresh.py`` as a module (it is a script, not a package)."""
+    return load_script("results/design_v33/fresh.py", "design_v33_fresh")
+
+
+def test_design_v33s_fresh_runs_train_the_arm_its_round_adopted_with_model_3s_recipe():
+    """Design v33 is frozen as results/design_v33/fresh.py: train.py with Model_3 replaced by the arm design v33's
+    validation adopted (block 2 8->18->16->16, 7,878 parameters); the recipe is Model_3's, which v33 did not change."""
+    script, run = design_v33_fresh_script(), validation_driver()
+    assert script.FROZEN_ARM == "v33_block2_18first"
+    net = script.design_v33_model()
+    assert repr(net) == repr(run.ARMS["v33_block2_18first"][1]()) and utils.count_parameters(net) == 7878
+    assert run.ARMS[script.FROZEN_ARM][2:] == ("Model_3", {})
