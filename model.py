@@ -170,21 +170,24 @@ class Model_3(StagedNet):
     v12, paired: -0.01 (SE 0.02, n = 10) on the mean and on the lowest epoch, so the elastic distortion's validation
     gain did not carry to the test set. Design v12 (without the distortion, results/design_v12/) held it on 8 of 10 of
     its own fresh seeds, 99.44 +- 0.03 %, and on a lent GPU on 15 of 18 further seeds, 99.47 +- 0.06 % (results/gpu/).
-    Analysis: on validation (one change at a time, paired seeds) the schedule adds +0.22 points (SE 0.04, 3
-    seeds), the rotation +0.05 (SE 0.02, 3 seeds) and batch 64 +0.06 (SE 0.04, 6 seeds); dropout 0.02 is
-    indistinguishable from 0.05; leaving block 1 without dropout (-0.03, SE 0.03, 6 seeds) and bf16 training
-    (+0.01, SE 0.02, 6 seeds) are speed changes within the rules fixed beforehand; the moving average raised the
-    lowest of epochs 11-15 by +0.03 (SE 0.01, 6 new seeds; exactly the two standard errors its rule asked for) and
-    the mean by +0.02 (SE 0.01); scaling raised both by +0.08 (SE 0.03, 8 seeds), a gain that did not carry to the
-    test set (design v7's recipe on design v12's fresh seeds, paired: -0.03, SE 0.01, n = 10;
-    results/design_v7/paired/); the elastic distortion raised the mean by +0.04 and the lowest epoch by +0.06 (SE
-    0.01 each, 8 seeds each holding out its own block; at alpha 48 it cost -0.13, SE 0.02) (results/validation/v2/
-    to v7/, v12/ and v17/, rules in results/design_v*/PLAN.md, results/validation/v6/PLAN.md and
-    results/PLAN.md). Not adopted: the candidates of designs v8-v11, v13-v16 and v18-v32 (optimiser, schedule,
-    moving-average, layer, activation, augmentation and scoring settings, each paired against the recipe of its day
-    on validation seeds; every paired delta within +-0.05 but label smoothing's, -0.12 on the mean and -0.10 on
-    the lowest epoch, and the 3-px shifts' -0.067 on the lowest epoch), each with its delta, SE and n in the README
-    (step 3, and the table of rounds after design v17) and in results/validation/v8/ to v32/.
+    Analysis: on validation (one change at a time, paired seeds) the schedule adds +0.22 points (SE 0.04, 3 seeds),
+    the rotation +0.05 (SE 0.02, 3 seeds) and batch 64 +0.06 (SE 0.04, 6 seeds); dropout 0.02 is indistinguishable
+    from 0.05; leaving block 1 without dropout (-0.03, SE 0.03, 6 seeds) and bf16 training (+0.01, SE 0.02, 6 seeds)
+    are speed changes within the rules fixed beforehand; the moving average raised the lowest of epochs 11-15 by
+    +0.03 (SE 0.01, 6 new seeds; exactly the two standard errors its rule asked for) and the mean by +0.02 (SE
+    0.01); scaling raised both by +0.08 (SE 0.03, 8 seeds), a gain that did not carry to the test set (design v7's
+    recipe on design v12's fresh seeds, paired: -0.03, SE 0.01, n = 10; results/design_v7/paired/); the elastic
+    distortion raised the mean by +0.04 and the lowest epoch by +0.06 (SE 0.01 each, 8 seeds each holding out its
+    own block; at alpha 48 it cost -0.13, SE 0.02) (results/validation/v2/ to v7/, v12/ and v17/, rules in
+    results/design_v*/PLAN.md, results/validation/v6/PLAN.md and results/PLAN.md). Not adopted: the candidates of
+    designs v8-v11, v13-v16 and v18-v32 and design v33's second (optimiser, schedule, moving-average, layer,
+    activation, augmentation and scoring settings, each paired against the recipe of its day on validation seeds;
+    every paired delta within +-0.05 but label smoothing's, -0.12 on the mean and -0.10 on the lowest epoch, and the
+    3-px shifts' -0.067 on the lowest epoch), each with its delta, SE and n in the README (step 3, and the table of
+    rounds after design v17) and in results/validation/v8/ to v33/. Design v33 adopted, on validation, block 2's
+    first conv at 18 channels (8->18->16->16, 7,878 parameters: +0.035, SE 0.017, on the lowest epoch, +0.045, SE
+    0.019, on the mean, n = 24; results/validation/v33/); its fresh test runs are in results/design_v33/. This class
+    does not have it yet: it is design v17's Model_3, which the README and the notebooks describe.
 
     Stages: Model_2's.
     """
