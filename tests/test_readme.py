@@ -686,7 +686,7 @@ def test_only_their_own_rounds_change_the_rotation_or_shift():
 
 
 def v27_or_v28_reference(seed: int) -> str:
-    """The run of design v17's recipe that designs v29-v32 pair seed ``seed`` (115-138) with: v27's on 115-126,
+    """The run of design v17's recipe that designs v29-v33 pair seed ``seed`` (115-138) with: v27's on 115-126,
     v28's on 127-138."""
     return "v27_reference" if seed < 127 else "v28_reference"
 
@@ -978,7 +978,7 @@ def test_rotating_block_rounds_tables_are_what_their_runs_give(round_, arms, blo
         assert bold_deltas(printed, len(seeds)) in flat, arm
 
 
-# the table of rounds after design v17 in "How it got here, in short": candidate arm, reference arm, and (v20, v29-v32)
+# the table of rounds after design v17 in "How it got here, in short": candidate arm, reference arm, and (v20, v29-v33)
 # the pair pooled with it
 AFTER_V17 = [("v18_clean5", "v17_elastic24", None), ("v18_clean3", "v17_elastic24", None),
              ("v19_recalibrate_bn", "v19_reference", None),
@@ -997,10 +997,14 @@ AFTER_V17 = [("v18_clean5", "v17_elastic24", None), ("v18_clean3", "v17_elastic2
              ("v31_silu", "v27_reference", ("v31_silu", "v28_reference")),
              ("v31_stack", "v27_reference", ("v31_stack", "v28_reference")),
              ("v32_alpha12", "v27_reference", ("v32_alpha12", "v28_reference")),
-             ("v32_shear", "v27_reference", ("v32_shear", "v28_reference"))]
+             ("v32_shear", "v27_reference", ("v32_shear", "v28_reference")),
+             ("v33_block2_18first", "v27_reference", ("v33_block2_18first", "v28_reference")),
+             ("v33_block2_18last", "v27_reference", ("v33_block2_18last", "v28_reference"))]
+ADOPTED_AFTER_V17 = "v33_block2_18first"  # the one candidate of these rounds that cleared its rule
 # rows pooled over more than one reference's seeds, and the number of pairs they pool
 POOLED_N = {"v20_clean5": 20, "v29_hold5": 24, "v29_momentum0.9": 24, "v30_dropout0.01": 24, "v30_dropout0.05": 24,
-            "v31_silu": 24, "v31_stack": 24, "v32_alpha12": 24, "v32_shear": 24}
+            "v31_silu": 24, "v31_stack": 24, "v32_alpha12": 24, "v32_shear": 24, "v33_block2_18first": 24,
+            "v33_block2_18last": 24}
 
 
 def delta_cell(deltas: list[float]) -> str:
@@ -1010,9 +1014,9 @@ def delta_cell(deltas: list[float]) -> str:
 
 
 def test_the_rounds_after_design_v17_table_is_what_their_runs_give():
-    """Each row of the table of rounds that adopted nothing after design v17: the paired deltas (lowest epoch, mean)
-    and their SEs, to three decimals, from the committed runs (v20's row pooled with v18's seeds; v29's to v32's rows
-    each candidate against v27's reference runs on seeds 115-126 and v28's on 127-138)."""
+    """Each row of the table of rounds after design v17: the paired deltas (lowest epoch, mean) and their SEs, to three
+    decimals, from the committed runs (v20's row pooled with v18's seeds; v29's to v33's rows each candidate against
+    v27's reference runs on seeds 115-126 and v28's on 127-138), in bold for the one candidate adopted (v33's first)."""
     run = validation_driver()
     rows = [[c.strip() for c in line.strip().strip("|").split("|")]
             for line in section_text("## How it got here, in short").splitlines() if line.startswith("| [v")]
@@ -1029,7 +1033,8 @@ def test_the_rounds_after_design_v17_table_is_what_their_runs_give():
                     seeds = seeds + more_seeds
             assert len(deltas) == POOLED_N.get(arm, {39: 8}.get(seeds[0], 12))
             cells.append(delta_cell(deltas))
-        assert row[3:5] == cells, arm
+        assert [cell.strip("*") for cell in row[3:5]] == cells, arm
+        assert (row[3:5] == [f"**{c}**" for c in cells]) == (arm == ADOPTED_AFTER_V17), arm  # bold: adopted
         assert row[2].startswith(f"{seeds[0]}–{seeds[-1]}")
 
 
@@ -1051,9 +1056,10 @@ def test_reproduction_checks_repeat_the_reused_reference_runs_bit_for_bit(round_
 @pytest.mark.parametrize("round_, candidates", [("v29", ("v29_hold5", "v29_momentum0.9")),
                                                  ("v30", ("v30_dropout0.01", "v30_dropout0.05")),
                                                  ("v31", ("v31_silu", "v31_stack")),
-                                                 ("v32", ("v32_alpha12", "v32_shear"))])
+                                                 ("v32", ("v32_alpha12", "v32_shear")),
+                                                 ("v33", ("v33_block2_18first", "v33_block2_18last"))])
 def test_tables_of_rounds_on_v27s_and_v28s_reference_runs_are_what_the_runs_give(round_, candidates):
-    """results/validation/v29/ to v32/README.md, seed by seed (115-138): the held-out block, the reference's
+    """results/validation/v29/ to v33/README.md, seed by seed (115-138): the held-out block, the reference's
     epochs 11-15 (v27's run on seeds 115-126, v28's on 127-138) and both candidates'; and each candidate's paired
     deltas over the 24 seeds as run.py --pooled prints them."""
     run = validation_driver()
@@ -1297,3 +1303,31 @@ def test_design_v33s_fresh_runs_train_the_arm_its_round_adopted_with_model_3s_re
     net = script.design_v33_model()
     assert repr(net) == repr(run.ARMS["v33_block2_18first"][1]()) and utils.count_parameters(net) == 7878
     assert run.ARMS[script.FROZEN_ARM][2:] == ("Model_3", {})
+
+
+def test_design_v33s_fresh_seeds_are_run_once_and_every_run_is_reported():
+    """The ten fresh test seeds design v33's plan named, each run once by results/design_v33/fresh.py with Model_3's
+    recipe and design v33's 7,878 parameters: results/design_v33/README.md lists every run, and it and the README's
+    headline quote their outcome."""
+    records = records_in("design_v33/Model_3")
+    assert sorted(records) == planned_fresh_seeds("results/validation/v33/PLAN.md")
+    for seed, rec in records.items():
+        assert rec["model"] == "Model_3" and rec["parameters"] == 7878
+        assert utils.same_experiment(rec["config"], utils.recipe("Model_3", seed=seed))
+        assert rec["training_precision"] == "bfloat16 autocast" and rec["device"] == "cpu (x86_64, 1 threads)"
+    text = (ROOT / "results" / "design_v33" / "README.md").read_text()
+    rows = seed_rows(text)
+    check_rows(rows, records)
+    for row in rows:
+        record = records[int(row[0])]
+        assert row[4] == ("yes" if min(record["history"]["test_acc"][-5:]) >= utils.TARGET_ACC else "**no**")
+        assert row[5] == f"{record['wall_seconds']:.0f}"
+    seconds = [r["wall_seconds"] for r in records.values()]
+    n, within = passing(records), sum(t <= 240 for t in seconds)
+    flat = " ".join(text.split())
+    assert f"**{n} of 10 seeds**" in flat and f"**{mean_std(records)}**" in flat
+    assert f"**Seconds per run: {min(seconds):.0f}–{max(seconds):.0f}**, {within} of 10 within 240 s" in flat
+    head = " ".join(README.split("## Contents", 1)[0].split())
+    assert (f"**{n} of 10 seeds** hold ≥ 99.4 % in every one of epochs 11–15; mean of those epochs "
+            f"**{mean_std(records)}**") in head
+    assert f"{min(seconds):.0f}–{max(seconds):.0f} s per run, {within} of 10 within 4 min" in head

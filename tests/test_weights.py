@@ -30,7 +30,8 @@ QUOTED = ["Model_[123]/Model_[123]_seed*", "step[123]_notebook",
           "design_v5/Model_3/Model_3_seed*", "design_v5/step3_notebook",
           "design_v7/Model_3/Model_3_seed*", "design_v7/step3_notebook",
           "design_v7/paired/Model_3_seed*",  # the paired check's: flips.py scores them image by image
-          "design_v12/Model_3/Model_3_seed*", "design_v12/step3_notebook"]
+          "design_v12/Model_3/Model_3_seed*", "design_v12/step3_notebook",
+          "design_v33/Model_3/Model_3_seed*"]  # design v33's model (7,878 parameters): design_v33/fresh.py builds it
 WEIGHTS = sorted(p for pattern in QUOTED for p in RESULTS.glob(pattern + ".pt"))
 
 
@@ -40,7 +41,7 @@ def record_of(weights):
 
 def test_every_quoted_run_has_its_weights_and_only_those_are_committed():
     runs = [p for pattern in QUOTED for p in RESULTS.glob(pattern + ".json")]
-    assert len(runs) == 3 + 3 + 10 + 3 + 10 + 1 + 10 + 4 + 1 + 10 + 1 + 10 + 1 + 10 + 1 + 10 + 10 + 1
+    assert len(runs) == 3 + 3 + 10 + 3 + 10 + 1 + 10 + 4 + 1 + 10 + 1 + 10 + 1 + 10 + 1 + 10 + 10 + 1 + 10
     assert FINAL in WEIGHTS
     assert sorted(run.with_suffix(".pt") for run in runs) == WEIGHTS
     listed = subprocess.run(["git", "ls-files", "results/*.pt"], cwd=ROOT, capture_output=True, text=True)
@@ -68,7 +69,11 @@ def test_weights_reproduce_their_last_epoch_on_the_test_set(weights, request):
     assert record["device"].startswith("cpu")
     pipeline = record["config"]["pipeline"]
     loader = request.getfixturevalue("conventional_test_set" if pipeline == "conventional" else "test_set")
-    net = utils.to_device(utils.load_weights(getattr(model, record["model"])(), weights), torch.device("cpu"))
+    design_v33 = RESULTS / "design_v33" in weights.parents
+    build = load_script("results/design_v33/fresh.py", "design_v33_fresh").design_v33_model if design_v33 else \
+        getattr(model, record["model"])
+    net = utils.to_device(utils.load_weights(build(), weights), torch.device("cpu"))
+    assert utils.count_parameters(net) == record["parameters"]
     _, acc = utils.evaluate(net, loader, torch.device("cpu"))
     assert acc == record["history"]["test_acc"][-1]
 
