@@ -1331,3 +1331,36 @@ def test_design_v33s_fresh_seeds_are_run_once_and_every_run_is_reported():
     assert (f"**{n} of 10 seeds** hold ≥ 99.4 % in every one of epochs 11–15; mean of those epochs "
             f"**{mean_std(records)}**") in head
     assert f"{min(seconds):.0f}–{max(seconds):.0f} s per run, {within} of 10 within 4 min" in head
+
+
+def test_design_v17s_recipe_on_design_v33s_seeds_is_every_run_and_the_paired_deltas_are_quoted():
+    """results/design_v33/paired/: design v17's Model_3 and recipe (train.py --model Model_3) once on each of design
+    v33's fresh seeds, a check that chose nothing; its README lists every run, and it and the README's headline quote
+    design v33 minus design v17 seed by seed."""
+    paired, fresh = records_in("design_v33/paired"), records_in("design_v33/Model_3")
+    assert sorted(paired) == sorted(fresh) == list(range(9831, 9841))
+    for seed, rec in paired.items():
+        assert rec["parameters"] == utils.count_parameters(model.Model_3()) == 7442
+        assert utils.same_experiment(rec["config"], utils.recipe("Model_3", seed=seed))
+    text = (ROOT / "results" / "design_v33" / "paired" / "README.md").read_text()
+    check_rows(seed_rows(text), paired)
+    cells = {}
+    for name, stat in (("mean", statistics.mean), ("lowest", min)):
+        deltas = [stat(fresh[s]["history"]["test_acc"][-5:]) - stat(paired[s]["history"]["test_acc"][-5:])
+                  for s in sorted(paired)]
+        cells[name] = (f"{statistics.mean(deltas):+.2f} (SE {statistics.stdev(deltas) / 10 ** 0.5:.2f})",
+                       f"{statistics.mean(deltas):+.3f} (SE {statistics.stdev(deltas) / 10 ** 0.5:.3f})")
+    flat = " ".join(text.split())
+    assert f"**{passing(paired)} of 10 seeds**" in flat and f"**{mean_std(paired)}**" in flat
+    assert (f"**Design v33 minus design v17, seed by seed: {cells['mean'][1]} on the mean of epochs 11–15 and "
+            f"{cells['lowest'][1]} on the lowest of them") in flat
+    head = " ".join(README.split("## Contents", 1)[0].split())
+    assert (f"held the bar on {passing(paired)} of 10 at {mean_std(paired)}: design v33 minus design v17, seed by "
+            f"seed, is {cells['mean'][0]} on the mean and {cells['lowest'][0]} on the lowest epoch (n = 10)") in head
+    speed = section_text("## Speed")
+    seconds = [r["wall_seconds"] for r in fresh.values()]
+    assert (f"fresh seeds 9831–9840 | {min(seconds) / 60:.1f}–{max(seconds) / 60:.1f} min ({min(seconds):.0f}–"
+            f"{max(seconds):.0f} s; {sum(t <= 240 for t in seconds)} of 10 ≤ 240 s) |") in speed
+    seconds = [r["wall_seconds"] for r in paired.values()]
+    assert (f"for about two minutes) | {min(seconds) / 60:.1f}–{max(seconds) / 60:.1f} min ({min(seconds):.0f}–"
+            f"{max(seconds):.0f} s) |") in speed
