@@ -44,9 +44,9 @@ NB_CLEAN = import nbformat, sys; nb = nbformat.read(sys.argv[1], 4); nb.metadata
 	  ["\# " + l for l in c.source.splitlines()[1:]])) for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]; \
 	nbformat.write(nb, sys.argv[1])
 
-## make notebooks [DATA=...] [THREADS=...] [STEPS="1 2 3"]: execute the notebooks of STEPS in place (full runs; results/ and assets/
-## refreshed), each with THREADS CPU threads, 1 by default as the committed executions ran: on a CPU a training
-## run's numbers can depend on the thread count
+## make notebooks [DATA=...] [THREADS=...] [STEPS="1 2 3"]: execute the notebooks of STEPS in place (full
+## runs; results/ and assets/ refreshed), each with THREADS CPU threads, 1 by default as the committed executions
+## ran: on a CPU a training run's numbers can depend on the thread count
 notebooks: $(VENV)/.dev
 	for n in $(STEPS); do \
 	  OMP_NUM_THREADS=$(THREADS) $(PY) -m papermill --cwd . -k python3 S7_Step$$n.ipynb S7_Step$$n.ipynb \

@@ -3,7 +3,7 @@ replaced, for these runs only, by design v33's model: the candidate its validati
 of ``results/validation/run.py``), trained with Model_3's recipe (``utils.RECIPES["Model_3"]``, design v17's,
 which design v33 keeps).
 
-    OMP_NUM_THREADS=1 python results/design_v33/fresh.py --seed 9831 --data-dir ../shared/mnist \
+    OMP_NUM_THREADS=1 python results/design_v33/fresh.py --seed 9831 --data-dir ../shared/mnist --no-download \
         --out results/design_v33/Model_3
 
 Every argument goes to ``train.main``. It exists so that the fresh runs could run in the session that froze the
