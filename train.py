@@ -30,7 +30,7 @@ import model as models
 import utils
 
 MODELS = ("Model_1", "Model_2", "Model_3")
-SUMMARY_KEYS = {"best", "last", "min_last5", "mean_last5", "first_at_target"}  # what results_table reads of a run
+SUMMARY_KEYS = set(utils.last_epochs_summary([0.0]))  # the summary a finished run records, which results_table reads
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -134,13 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate on the last N training images instead of the test set, for tuning")
     p.add_argument("--holdout-block", type=int, default=-1, metavar="B",
                    help="with --holdout N: hold out training images B*N to (B+1)*N-1 instead of the last N")
-    p.add_argument("--subset", type=positive(int), metavar="N", help="use only the first N images of each split (smoke runs)")
+    p.add_argument("--subset", type=positive(int), metavar="N",
+                   help="use only the first N images of each split (smoke runs)")
     p.add_argument("--device", help="cuda, mps or cpu (default: best available)")
     p.add_argument("--data-dir", default="data", help="folder holding MNIST/raw (downloaded there if missing)")
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
     p.add_argument("--out", default="runs", help="folder for the per-seed JSON files and weights")
-    p.add_argument("--evaluate", metavar="PATH", help="evaluate a saved state_dict on the whole test set instead of training "
-                                                    "(the training options are not used)")
+    p.add_argument("--evaluate", metavar="PATH",
+                   help="evaluate a saved state_dict on the whole test set instead of training (the training options "
+                        "are not used)")
     return p
 
 

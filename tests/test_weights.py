@@ -7,6 +7,7 @@ compared with a tolerance; none is committed.)
 """
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 
@@ -39,6 +40,19 @@ def record_of(weights):
     return json.loads(weights.with_suffix(".json").read_text())
 
 
+@functools.cache
+def design_v33_fresh():
+    """``results/design_v33/fresh.py``, loaded once: its runs ran under the name Model_3 with design v33's layers."""
+    return load_script("results/design_v33/fresh.py", "design_v33_fresh")
+
+
+def model_for(weights, record) -> torch.nn.Module:
+    """A fresh model of the architecture ``weights`` were trained as."""
+    if RESULTS / "design_v33" in weights.parents:
+        return design_v33_fresh().design_v33_model()
+    return getattr(model, record["model"])()
+
+
 def test_every_quoted_run_has_its_weights_and_only_those_are_committed():
     runs = [p for pattern in QUOTED for p in RESULTS.glob(pattern + ".json")]
     assert len(runs) == 3 + 3 + 10 + 3 + 10 + 1 + 10 + 4 + 1 + 10 + 1 + 10 + 1 + 10 + 1 + 10 + 10 + 1 + 10
@@ -69,10 +83,7 @@ def test_weights_reproduce_their_last_epoch_on_the_test_set(weights, request):
     assert record["device"].startswith("cpu")
     pipeline = record["config"]["pipeline"]
     loader = request.getfixturevalue("conventional_test_set" if pipeline == "conventional" else "test_set")
-    design_v33 = RESULTS / "design_v33" in weights.parents
-    build = load_script("results/design_v33/fresh.py", "design_v33_fresh").design_v33_model if design_v33 else \
-        getattr(model, record["model"])
-    net = utils.to_device(utils.load_weights(build(), weights), torch.device("cpu"))
+    net = utils.to_device(utils.load_weights(model_for(weights, record), weights), torch.device("cpu"))
     assert utils.count_parameters(net) == record["parameters"]
     _, acc = utils.evaluate(net, loader, torch.device("cpu"))
     assert acc == record["history"]["test_acc"][-1]
