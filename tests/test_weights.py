@@ -19,11 +19,12 @@ import utils
 from conftest import ROOT, load_script
 
 RESULTS = ROOT / "results"
-FINAL = RESULTS / "Model_3" / "Model_3_seed9801.pt"  # declared in results/PLAN.md before the runs
-# today's runs, and designs v2's to v12's (superseded, still quoted; v3's with the pipeline check's conventional
-# runs): the same parameters, so today's Model_3 class loads them (dropout holds none; design v5 changed only the
-# training arithmetic, design v7 which weights a run scores and keeps: their moving average, designs v12 and v17
-# the training images: random scaling, then elastic distortion)
+FINAL = RESULTS / "Model_3" / "Model_3_seed9831.pt"  # declared in results/validation/v33/PLAN.md before the runs
+# today's runs (design v33's Model_3 and the earlier steps), and designs v2's to v17's (superseded, still quoted;
+# v3's with the pipeline check's conventional runs): their Model_3 had Model_2's layers, which the validation
+# driver's design_v4_model builds (dropout holds no parameters; design v5 changed only the training arithmetic,
+# design v7 which weights a run scores and keeps: their moving average, designs v12 and v17 the training images:
+# random scaling, then elastic distortion)
 QUOTED = ["Model_[123]/Model_[123]_seed*", "step[123]_notebook",
           "design_v2/Model_3/Model_3_seed*", "design_v2/step3_notebook",
           "design_v3/Model_3/Model_3_seed*", "design_v3/Model_3/conventional/Model_3_seed*", "design_v3/step3_notebook",
@@ -32,7 +33,7 @@ QUOTED = ["Model_[123]/Model_[123]_seed*", "step[123]_notebook",
           "design_v7/Model_3/Model_3_seed*", "design_v7/step3_notebook",
           "design_v7/paired/Model_3_seed*",  # the paired check's: flips.py scores them image by image
           "design_v12/Model_3/Model_3_seed*", "design_v12/step3_notebook",
-          "design_v33/Model_3/Model_3_seed*"]  # design v33's model (7,878 parameters): design_v33/fresh.py builds it
+          "design_v17/Model_3/Model_3_seed*", "design_v17/step3_notebook"]
 WEIGHTS = sorted(p for pattern in QUOTED for p in RESULTS.glob(pattern + ".pt"))
 
 
@@ -41,21 +42,22 @@ def record_of(weights):
 
 
 @functools.cache
-def design_v33_fresh():
-    """``results/design_v33/fresh.py``, loaded once: its runs ran under the name Model_3 with design v33's layers."""
-    return load_script("results/design_v33/fresh.py", "design_v33_fresh")
+def validation_driver():
+    """``results/validation/run.py``, loaded once: its ``design_v4_model`` is the Model_3 of designs v4 to v17."""
+    return load_script("results/validation/run.py", "validation_run")
 
 
 def model_for(weights, record) -> torch.nn.Module:
-    """A fresh model of the architecture ``weights`` were trained as."""
-    if RESULTS / "design_v33" in weights.parents:
-        return design_v33_fresh().design_v33_model()
+    """A fresh model of the architecture ``weights`` were trained as: an earlier design's Model_3 had Model_2's
+    layers."""
+    if record["model"] == "Model_3" and any(p.name.startswith("design_v") for p in weights.parents):
+        return validation_driver().design_v4_model()
     return getattr(model, record["model"])()
 
 
 def test_every_quoted_run_has_its_weights_and_only_those_are_committed():
     runs = [p for pattern in QUOTED for p in RESULTS.glob(pattern + ".json")]
-    assert len(runs) == 3 + 3 + 10 + 3 + 10 + 1 + 10 + 4 + 1 + 10 + 1 + 10 + 1 + 10 + 1 + 10 + 10 + 1 + 10
+    assert len(runs) == 3 + 3 + 10 + 3 + 10 + 1 + 10 + 4 + 1 + 10 + 1 + 10 + 1 + 10 + 1 + 10 + 10 + 1 + 10 + 1
     assert FINAL in WEIGHTS
     assert sorted(run.with_suffix(".pt") for run in runs) == WEIGHTS
     listed = subprocess.run(["git", "ls-files", "results/*.pt"], cwd=ROOT, capture_output=True, text=True)
@@ -95,9 +97,11 @@ def test_the_final_model_reaches_the_target(test_set):
 
 
 def test_errors_json_is_what_the_fresh_runs_saved_models_give(real_mnist):
-    """results/Model_3/errors.json, measured again from the ten fresh runs' weights and the test set."""
+    """results/Model_3/errors.json (design v33's fresh runs) and results/design_v17/Model_3/errors.json, measured
+    again from the ten fresh runs' weights and the test set."""
     errors = load_script("results/Model_3/errors.py", "errors")
-    assert errors.measure(real_mnist) == json.loads((RESULTS / "Model_3" / "errors.json").read_text())
+    for design, (folder, _, _) in errors.DESIGNS.items():
+        assert errors.measure(real_mnist, design) == json.loads((folder / "errors.json").read_text()), design
 
 
 def test_flips_json_is_what_the_paired_checks_saved_models_give(real_mnist):
