@@ -178,9 +178,9 @@ def load_for_evaluation(parser: argparse.ArgumentParser, path: str, name: str | 
     """The model ``name`` with the weights in ``path`` loaded, or a one-line error: a missing or unreadable file,
     or weights of another architecture.
 
-    Without ``name``: the architecture the weights fit. Model_2 and Model_3 have the same weights (they differ only
-    in dropout), so a file that fits both is named by the ``model`` of the JSON that train.py wrote beside it, or
-    as "Model_2/Model_3".
+    Without ``name``: the architecture the weights fit (the three models' weights differ in shape, so at most one
+    does). Before design v33, Model_3 had Model_2's layers: such a run's weights fit Model_2, and when the JSON
+    that train.py wrote beside them names another model, the name printed says both.
     """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -205,14 +205,14 @@ def load_for_evaluation(parser: argparse.ArgumentParser, path: str, name: str | 
             parser.error(f"{path} does not hold {name} weights (it fits {' and '.join(fits)}); "
                          f"pass --model {next(iter(fits))} or leave --model out")
         return name, fits[name]
-    if len(fits) > 1:
-        try:
-            recorded = json.loads(Path(path).with_suffix(".json").read_text()).get("model")
-        except (OSError, ValueError, AttributeError):
-            recorded = None
-        if recorded in fits:
-            return recorded, fits[recorded]
-    return "/".join(fits), next(iter(fits.values()))
+    found, net = next(iter(fits.items()))
+    try:
+        recorded = json.loads(Path(path).with_suffix(".json").read_text()).get("model")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if isinstance(recorded, str) and recorded != found:
+        return f"{found} (its JSON names {recorded}: an earlier design's {recorded}, with {found}'s layers)", net
+    return found, net
 
 
 def evaluate_weights(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

@@ -261,16 +261,25 @@ def test_evaluate_refuses_bad_weights_in_one_line(mnist_root, smoke_weights, tmp
     assert done.stdout == ""
 
 
-def test_evaluate_names_model_2_and_model_3_weights_by_their_json(mnist_root, tmp_path, capsys):
-    """Model_2 and Model_3 have the same weights: the JSON beside the weights says which one it is."""
+def test_evaluate_names_the_model_the_weights_fit_and_an_earlier_designs_model_by_its_json(
+        mnist_root, tmp_path, capsys):
+    """The three models' weights differ in shape, so at most one fits. Design v17's Model_3 (and every design's
+    before v33) had Model_2's layers: its weights fit Model_2, and the JSON beside them, which names Model_3, is
+    quoted."""
+    shapes = [{k: v.shape for k, v in getattr(model, f"Model_{n}")().state_dict().items()} for n in (1, 2, 3)]
+    assert shapes[0] != shapes[1] != shapes[2] != shapes[0]
     weights = tmp_path / "Model_3_seed1.pt"
     torch.save(model.Model_3().state_dict(), weights)
     args = ["--evaluate", str(weights), "--data-dir", str(mnist_root), "--no-download", "--device", "cpu"]
     assert train.main(args) == 0
-    assert "Model_2/Model_3, 7,442 parameters" in capsys.readouterr().out
+    assert ": Model_3, 7,878 parameters" in capsys.readouterr().out
+    torch.save(model.Model_2().state_dict(), weights)
+    assert train.main(args) == 0
+    assert ": Model_2, 7,442 parameters" in capsys.readouterr().out
     (tmp_path / "Model_3_seed1.json").write_text(json.dumps({"model": "Model_3"}))
     assert train.main(args) == 0
-    assert ": Model_3, 7,442 parameters" in capsys.readouterr().out
+    assert (": Model_2 (its JSON names Model_3: an earlier design's Model_3, with Model_2's layers), 7,442 "
+            "parameters") in capsys.readouterr().out
 
 
 def test_recipe_overrides_reach_the_run_record(mnist_root, tmp_path, capsys):
