@@ -55,3 +55,14 @@ def test_bench_rejects_bad_input_in_one_line(tmp_path, capsys):
 
 def test_matmul_rate_is_measured():
     assert bench.matmul_macs_per_second(torch.device("cpu"), n=256, repeats=1) > 1e6
+
+
+def test_block1_dropout_variant_is_model_3_with_dropout_in_block_1_too():
+    """The variant differs from Model_3 only in the dropout after block 1's convs: the same parameters, so its
+    epoch time is what that dropout costs."""
+    variant, final = bench.with_block1_dropout(), model.Model_3()
+    assert {k: v.shape for k, v in variant.state_dict().items()} == {k: v.shape for k, v in final.state_dict().items()}
+    dropouts = [name for name, m in variant.named_modules() if isinstance(m, nn.Dropout)]
+    assert [n for n in dropouts if n.startswith("block1")] == ["block1.0.3", "block1.1.3"]
+    assert [n for n in dropouts if not n.startswith("block1")] == [
+        name for name, m in final.named_modules() if isinstance(m, nn.Dropout)]
