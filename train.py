@@ -10,7 +10,7 @@ whose JSON already exists is skipped, so the same command after a kill trains on
 (``utils.RECIPES``); ``--pipeline``, ``--holdout`` and ``--holdout-block`` default to the device pipeline and the
 test set, as every recipe has them. Bad input gets one line on stderr and exit code 2.
 
-    python train.py --evaluate results/Model_3/Model_3_seed9801.pt [--model Model_3]
+    python train.py --evaluate results/Model_3/Model_3_seed9831.pt [--model Model_3]
 
 evaluates a weights file on the whole MNIST test set instead (seconds): accuracy, error count and the confusion
 counts. Without ``--model`` it uses the architecture the weights fit; the training options are not used.
