@@ -666,10 +666,11 @@ def training_dtype(cfg: Config, device: torch.device | str) -> torch.dtype:
 
     On the development CPU (AVX512-BF16 and AMX) bf16 autocast made a training epoch 1.28x faster in design v5's
     ``bench.py`` run (``results/design_v5/bench_cpu.json``; 1.43x in design v7's, ``results/design_v7/``, and 1.36x
-    in design v12's, ``results/design_v12/bench_cpu.json``; 1.28x in design v17's, ``results/bench_cpu.json``) and
-    validation runs 23 % shorter on average (``results/validation/v5/``); the per-step timing quoted in
-    ``results/design_v5/PLAN.md`` came from a script that is not committed. GPUs and CPUs without native bf16 train
-    in float32: bf16 was not measured there. Weights, optimiser state and every evaluation stay float32 either way.
+    in design v12's, ``results/design_v12/bench_cpu.json``; 1.28x in design v17's, ``results/design_v17/``, and 1.30x
+    in design v33's, ``results/bench_cpu.json``) and validation runs 23 % shorter on average
+    (``results/validation/v5/``); the per-step timing quoted in ``results/design_v5/PLAN.md`` came from a script that
+    is not committed. GPUs and CPUs without native bf16 train in float32: bf16 was not measured there. Weights,
+    optimiser state and every evaluation stay float32 either way.
     """
     native = torch.device(device).type == "cpu" and cpu_has_native_bf16()
     return torch.bfloat16 if cfg.bf16 and native else torch.float32
