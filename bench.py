@@ -8,8 +8,8 @@ through both pipelines, alternating epoch by epoch (device, conventional, ..., d
 machine's load is spread over all variants, and times the training epoch and the evaluation separately. On a CPU a
 third variant, the device pipeline in PyTorch's default NCHW layout instead of ``channels_last``, measures what the
 layout buys; for Model_3 a fourth, Model_3 with dropout in block 1 too, as design v3 had it (the same parameters), on
-the device pipeline, what leaving block 1 without dropout buys. On a CPU with native bf16 one more variant trains the device
-pipeline in the other precision (float32 when the recipe trains under bf16 autocast, bf16 when it does not;
+the device pipeline, what leaving block 1 without dropout buys. On a CPU with native bf16 one more variant trains the
+device pipeline in the other precision (float32 when the recipe trains under bf16 autocast, bf16 when it does not;
 ``utils.training_dtype``), to measure what bf16 buys. When the recipe distorts its images elastically
 (``Config.elastic``), one more variant trains the device pipeline without the distortion, to measure what drawing
 and applying the fields costs. A recipe's moving average of the weights (``Config.ema``) is not part of the timed
@@ -38,13 +38,14 @@ import utils
 
 
 BLOCK1_DROPOUT = "device, v3 dropout"  # the variant with design v3's dropout in block 1
+PRECISION = "device, {}"  # the variant trained in the precision the recipe does not use: "float32" or "bf16"
+NO_ELASTIC = "device, no elastic"  # the variant without the recipe's elastic distortion
 
 
 def with_block1_dropout() -> nn.Module:
-    """Model_3 with dropout after block 1's convs too, as design v3 had it: the same parameters."""
+    """Model_3 (block 2 at 18-16-16) with dropout after block 1's convs too, where design v3 had it: the same
+    parameters."""
     return models.StagedNet((8, 16), 8, (18, 16, 16), dropout=0.02)
-PRECISION = "device, {}"  # the variant trained in the precision the recipe does not use: "float32" or "bf16"
-NO_ELASTIC = "device, no elastic"  # the variant without the recipe's elastic distortion
 
 
 def conv_macs(net: nn.Module, input_size: tuple[int, int, int] = (1, 28, 28)) -> int:
