@@ -260,6 +260,20 @@ def test_float32_check_is_design_v17s_recipe_in_float32_on_its_fresh_seeds_and_r
     assert f"float32 minus bf16, seed by seed, {paired_delta(f32, fresh)})" in story
 
 
+def test_float32_check_is_design_v33s_recipe_in_float32_on_its_fresh_seeds_and_reported():
+    """results/Model_3/float32/: design v33's fresh seeds again, trained in float32 as a GPU (Colab) trains the
+    recipe; its README, the README's Fresh seeds and Running it say what the runs give."""
+    fresh, f32 = runs(3), records_in("Model_3/float32")
+    assert sorted(f32) == sorted(fresh) and len(f32) == 10
+    for seed, record in f32.items():
+        assert record["config"] == {**fresh[seed]["config"], "bf16": False}
+        assert record["training_precision"] == "float32" and fresh[seed]["training_precision"] == "bfloat16 autocast"
+        assert record["parameters"] == 7878
+    float32_check_is_reported(fresh, f32, "Model_3/float32")
+    running = " ".join(section_text("## Running it").split())
+    assert f"held it on {passing(f32)} of 10 at {mean_std(f32)}" in running
+
+
 @pytest.mark.parametrize("folder, seeds", [(V17, list(range(9801, 9811))), ("Model_3", [9831])])
 def test_reruns_of_fresh_seeds_reproduce_them_exactly(folder, seeds):
     """results/design_v17/Model_3/rerun/: design v17's ten fresh seeds again on later code (9801-9802, then
@@ -1406,6 +1420,9 @@ def test_speed_table_quotes_design_v33s_later_run_times():
             f"{max(more):.0f} s) |") in speed
     notebook = json.loads((ROOT / "results" / "step3_notebook.json").read_text())["wall_seconds"]
     assert f"design v33, step 3's notebook run (seed 1, alone on the CPU) | {notebook / 60:.1f} min ({notebook:.0f} s) |" in speed
+    f32 = [r["wall_seconds"] for r in records_in("Model_3/float32").values()]
+    assert (f"four minutes of test runs) | {min(f32) / 60:.1f}–{max(f32) / 60:.1f} min ({min(f32):.0f}–{max(f32):.0f} "
+            "s) |") in speed
 
 
 def test_the_final_model_section_quotes_its_run_and_the_weights_score():
