@@ -3,7 +3,8 @@
     python3 results/gpu/queue.py --data-dir /tmp/mnist --out "$OUT" --deadline 540 --workers 12
 
 Two solo jobs first, each alone on the GPU so that its times are clean: ``bench.py`` (two epochs of each input
-pipeline) and one full ``train.py`` run of Model_3 (the time a user's run takes). Then the pool: ``--workers``
+pipeline) and one full ``train.py`` run of Model_3 (the time a user's run takes; Model_3 was design v12's when
+this ran: Model_2's layers, no elastic distortion; run today, these commands would train design v33's). Then the pool: ``--workers``
 jobs at a time, each a process of its own (one CPU thread each), started in the order of :func:`pool_jobs` and
 never reordered by what earlier jobs showed. A job is not started when the median time of the pool jobs finished
 so far says it would not end before the deadline; at the deadline, jobs still running are killed and listed as

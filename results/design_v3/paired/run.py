@@ -25,7 +25,7 @@ import utils  # noqa: E402
 
 
 def design_v3_model() -> model.StagedNet:
-    """Design v3's Model_3: today's Model_3 with dropout 0.02 in block 1 too (the same parameters)."""
+    """Design v3's Model_3: Model_2's layers (Model_3's until design v33) with dropout 0.02 in block 1 too."""
     return model.StagedNet((8, 16), 8, (16, 16, 16), dropout=0.02)
 
 

@@ -22,9 +22,9 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "results" / "validation")]
 
-import model  # noqa: E402
+import run as validation  # noqa: E402
 import utils  # noqa: E402
 
 SEEDS = range(9201, 9211)
@@ -32,7 +32,8 @@ SEEDS = range(9201, 9211)
 
 def outcomes(path: Path, loader) -> torch.Tensor:
     """1.0 where the weights at ``path`` classify a test image right, else 0.0, in the test set's order."""
-    net = utils.load_weights(model.Model_3(), path).eval()
+    # designs v7 and v12's Model_3: Model_2's layers (today's Model_3 has design v33's)
+    net = utils.load_weights(validation.design_v4_model(), path).eval()
     with torch.no_grad():
         return torch.cat([(net(x).argmax(1) == y).float() for x, y in loader])
 

@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 python results/validation/v26/activation_cost.py   # writes activation_cost.json here
 
-Design v4's model (Model_3's layers; ``run.design_v4_model``) with ReLU, LeakyReLU(0.1), SiLU or GELU in every conv_block; one SGD step on a
+Design v4's model (Model_3's layers until design v33; ``run.design_v4_model``) with ReLU, LeakyReLU(0.1), SiLU or GELU in every conv_block; one SGD step on a
 fixed random batch of 64 in the ``channels_last`` layout under CPU bf16 autocast, as Model_3's recipe trains on
 this machine. The variants alternate block by block (30 steps per block, 8 blocks, after 10 warm-up steps each),
 so a change in the machine's speed falls on all of them; the median block is reported.
