@@ -43,9 +43,13 @@ NO_ELASTIC = "device, no elastic"  # the variant without the recipe's elastic di
 
 
 def with_block1_dropout() -> nn.Module:
-    """Model_3 (block 2 at 18-16-16) with dropout after block 1's convs too, where design v3 had it: the same
-    parameters."""
-    return models.StagedNet((8, 16), 8, (18, 16, 16), dropout=0.02)
+    """Model_3 with dropout after block 1's convs too, at Model_3's own rate, where design v3 had it: the same
+    parameters (built from Model_3, so the two cannot drift apart)."""
+    net = models.Model_3()
+    rate = next(m.p for m in net.modules() if isinstance(m, nn.Dropout))
+    for block in net.block1:  # conv -> BN -> ReLU, and now dropout, as conv_block builds it with a rate
+        block.append(nn.Dropout(rate))
+    return net
 
 
 def conv_macs(net: nn.Module, input_size: tuple[int, int, int] = (1, 28, 28)) -> int:
