@@ -180,8 +180,8 @@ class Model_3(StagedNet):
     and the elastic distortion the mean by +0.04 and the lowest epoch by +0.06 (SE 0.01 each, 8 seeds), gains that
     did not carry to the test set in paired checks (results/design_v7/paired/, results/design_v12/paired/); block 2's
     first conv at 18 raised the lowest epoch by +0.035 (SE 0.017) and the mean by +0.045 (SE 0.019, n = 24;
-    results/validation/v33/), and on the fresh seeds, paired with design v17 there, it is +0.03 (SE 0.02, n = 10)
-    on the mean: not shown to help on the test set (results/design_v17/paired/). Not adopted: the candidates of
+    results/validation/v33/), and on the test set, paired with design v17 on the same twenty seeds, it is +0.005
+    (SE 0.017, n = 20) on the mean: not shown to help (results/design_v17/paired/ and its more_seeds/). Not adopted: the candidates of
     designs v8-v11, v13-v16 and v18-v32 and design v33's second, each with its delta, SE and n in the README and in
     results/validation/.
 

@@ -1470,6 +1470,51 @@ def test_design_v17s_recipe_on_design_v33s_seeds_is_every_run_and_the_paired_del
             f"{max(seconds):.0f} s) |") in speed
 
 
+def test_design_v17s_recipe_on_design_v33s_ten_more_seeds_is_every_run_and_the_pooled_deltas_are_quoted():
+    """results/design_v17/paired/more_seeds/: design v17's model and recipe once on each of design v33's ten more
+    seeds, a later check that chose nothing; its README lists every run, and it, the README (headline, step 3, Fresh
+    seeds), step 3's notebook and Model_3's docstring quote design v33 minus design v17 over all twenty paired seeds as
+    the JSON files give it."""
+    v17 = records_in("design_v17/paired/more_seeds")
+    v33 = records_in("Model_3/more_seeds")
+    assert sorted(v17) == sorted(v33) == list(range(9841, 9851))
+    for seed, rec in v17.items():
+        assert rec["model"] == "design_v17" and rec["training_precision"] == "bfloat16 autocast"
+        assert rec["parameters"] == utils.count_parameters(validation_driver().design_v4_model()) == 7442
+        assert utils.same_experiment(rec["config"], utils.recipe("Model_3", seed=seed))
+    text = (ROOT / "results" / "design_v17" / "paired" / "more_seeds" / "README.md").read_text()
+    check_rows(seed_rows(text), v17)
+
+    def delta(a: dict[int, dict], b: dict[int, dict], stat) -> tuple[str, str]:
+        """a - b over b's seeds, and its SE, to three decimals, as quoted."""
+        d = [stat(a[s]["history"]["test_acc"][-5:]) - stat(b[s]["history"]["test_acc"][-5:]) for s in sorted(b)]
+        return f"{statistics.mean(d):+.3f}".replace("-", "−"), f"{statistics.stdev(d) / len(d) ** 0.5:.3f}"
+
+    (m10, s10), (l10, sl10) = (delta(v33, v17, stat) for stat in (statistics.mean, min))
+    v17_all, v33_all = {**records_in("design_v17/paired"), **v17}, {**runs(3), **v33}
+    (m20, s20), (l20, sl20) = (delta(v33_all, v17_all, stat) for stat in (statistics.mean, min))
+    pooled = f"{m20} (SE {s20}, n = 20) on the mean and {l20} (SE {sl20}) on the lowest epoch"
+    counts = f"design v17 held the bar on {passing(v17_all)} and design v33 on {passing(v33_all)}"
+    flat = " ".join(text.split())
+    assert f"**Design v17 held the bar on {passing(v17)} of 10 of these seeds at {mean_std(v17)}**" in flat
+    assert f"on these ten: {m10} (SE {s10}) on the mean of epochs 11–15 and {l10} (SE {sl10}) on the lowest" in flat
+    assert f"(9831–9850): {m20} (SE {s20}, n = 20) on the mean and {l20} (SE {sl20}) on the lowest epoch**" in flat
+    assert f"Over the same twenty seeds {counts}" in flat
+    head = " ".join(README.split("## Contents", 1)[0].split())
+    assert f"is {pooled}, and on the same twenty seeds {counts}" in head
+    step3 = " ".join(section_text("### Step 3").split())
+    assert f"over all twenty **{pooled}**" in step3 and f"on the same twenty seeds {counts}" in step3
+    fresh_seeds = " ".join(section_text("## Fresh seeds").split())
+    assert f"**{passing(v17)} of 10 seeds passing at {mean_std(v17)}**" in fresh_seeds
+    assert f"**Pooled with the paired check on the fresh seeds above: {pooled}**" in fresh_seeds
+    notebook = " ".join(" ".join("".join(c["source"]) for c in json.loads((ROOT / "S7_Step3.ipynb").read_text())["cells"]
+                                 if c["cell_type"] == "markdown").split())
+    assert f"**{m20} (SE {s20}, n = 20)** on the mean and {l20} (SE {sl20}) on the lowest epoch" in notebook
+    assert f"on the same twenty seeds {counts}" in notebook
+    docstring = " ".join(model.Model_3.__doc__.split())
+    assert f"{m20.replace('−', '-')} (SE {s20}, n = 20) on the mean" in docstring
+
+
 def test_speed_table_quotes_design_v33s_later_run_times():
     """Speed's rows for the runs of today's Model_3 after its fresh runs: seed 9831 again, the ten more seeds and
     step 3's notebook run."""
