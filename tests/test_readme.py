@@ -1515,6 +1515,18 @@ def test_design_v17s_recipe_on_design_v33s_ten_more_seeds_is_every_run_and_the_p
     assert f"{m20.replace('−', '-')} (SE {s20}, n = 20) on the mean" in docstring
 
 
+def test_design_v17_driver_refuses_a_folder_without_mnist_in_one_line(tmp_path):
+    """results/design_v17/paired/more_seeds/run.py checks both splits before any run: a wrong --data-dir is one
+    line on stderr and exit 2, and no run starts."""
+    script = ROOT / "results" / "design_v17" / "paired" / "more_seeds" / "run.py"
+    before = sorted(script.parent.iterdir())
+    done = subprocess.run([sys.executable, str(script), "--data-dir", str(tmp_path), "1"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines()[-1].startswith("run.py: error: MNIST not found in ")
+    assert sorted(script.parent.iterdir()) == before
+
+
 def test_speed_table_quotes_design_v33s_later_run_times():
     """Speed's rows for the runs of today's Model_3 after its fresh runs: seed 9831 again, the ten more seeds and
     step 3's notebook run."""

@@ -29,6 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("seeds", type=int, nargs="+")
     parser.add_argument("--data-dir", required=True, help="folder with MNIST/raw")
     args = parser.parse_args(argv)
+    try:  # both splits, before any run: a wrong folder is one line and exit 2, not a traceback
+        utils.load_mnist(args.data_dir, True, download=False)
+        utils.load_mnist(args.data_dir, False, download=False)
+    except utils.DataError as err:
+        parser.error(str(err))
     device = torch.device("cpu")
     for seed in args.seeds:
         if (HERE / f"design_v17_seed{seed}.json").exists():
