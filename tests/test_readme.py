@@ -298,18 +298,14 @@ def test_float32_check_of_design_v33s_ten_more_seeds_is_reported_alone_and_poole
     for row in rows:
         assert row[5] == f"{last5_mean(more[int(row[0])]):.2f}"
 
-    def delta(a: dict[int, dict], b: dict[int, dict], stat) -> tuple[str, str]:
-        """a - b seed by seed, and its SE, to three decimals, as quoted (a minus sign, not a hyphen)."""
-        d = [stat(a[s]["history"]["test_acc"][-5:]) - stat(b[s]["history"]["test_acc"][-5:]) for s in sorted(a)]
-        return f"{statistics.mean(d):+.3f}".replace("-", "−"), f"{statistics.stdev(d) / len(d) ** 0.5:.3f}"
-
-    (m10, s10), (l10, sl10) = (delta(f32, more, stat) for stat in (statistics.mean, min))
+    (m10, s10), (l10, sl10) = (paired_delta3(f32, more, stat) for stat in (statistics.mean, min))
     f32_all, bf16_all = {**records_in("Model_3/float32"), **f32}, {**runs(3), **more}
-    (m20, s20), (l20, sl20) = (delta(f32_all, bf16_all, stat) for stat in (statistics.mean, min))
+    (m20, s20), (l20, sl20) = (paired_delta3(f32_all, bf16_all, stat) for stat in (statistics.mean, min))
     ten, twenty = f"{passing(f32)} of 10", f"{passing(f32_all)} of 20"
     folder = " ".join(text.split())
     assert f"**{ten}** seeds hold" in folder and f"mean {mean_std(f32)}" in folder
-    assert f"float32 − bf16, seed by seed: {m10} (SE {s10}, n = 10) on the mean, {l10} (SE {sl10}) on the lowest" in folder
+    assert (f"float32 − bf16, seed by seed: {m10} (SE {s10}, n = 10) on the mean, {l10} (SE {sl10}) on the "
+            "lowest") in folder
     assert f"float32 held the bar on {twenty} seeds at {mean_std(f32_all)}" in folder
     assert f"float32 − bf16 {m20} (SE {s20}) on the mean and {l20} (SE {sl20}) on the lowest epoch" in folder
     fresh_seeds = " ".join(section_text("## Fresh seeds").split())
@@ -317,7 +313,8 @@ def test_float32_check_of_design_v33s_ten_more_seeds_is_reported_alone_and_poole
     assert (f"float32 minus bf16 there, seed by seed: {m10} (SE {s10}, n = 10) on the mean and {l10} (SE {sl10}) on "
             "the lowest epoch") in fresh_seeds
     assert f"float32 held the bar on {twenty} seeds at {mean_std(f32_all)} (n = 20)" in fresh_seeds
-    assert f"float32 minus bf16 {m20} (SE {s20}, n = 20) on the mean** and {l20} (SE {sl20}) on the lowest" in fresh_seeds
+    assert (f"float32 minus bf16 {m20} (SE {s20}, n = 20) on the mean** and {l20} (SE {sl20}) on the "
+            "lowest") in fresh_seeds
     head = " ".join(README.split("## Contents", 1)[0].split())
     assert f"held it on {twenty} at {mean_std(f32_all)}" in head and f"{m20} (SE {s20}, n = 20)" in head
     running = " ".join(section_text("## Running it").split())
@@ -325,8 +322,7 @@ def test_float32_check_of_design_v33s_ten_more_seeds_is_reported_alone_and_poole
     docstring = " ".join(model.Model_3.__doc__.split())
     assert f"{twenty}, {mean_std(f32_all).replace('±', '+-')}" in docstring
     assert f"{m20.replace('−', '-')}, SE {s20}, n = 20" in docstring
-    notebook = " ".join(" ".join("".join(c["source"]) for c in json.loads((ROOT / "S7_Step3.ipynb").read_text())["cells"]
-                                 if c["cell_type"] == "markdown").split())
+    notebook = step3_markdown()
     assert f"**{twenty}** at {mean_std(f32_all)}" in notebook and f"{m20} (SE {s20}, n = 20)" in notebook
 
 
@@ -475,6 +471,20 @@ def test_step3_ablation_table_is_what_the_validation_runs_give():
                        else run.pooled([(arm, r) for r in reference]))
             found = re.search(r"paired delta ([+-]\d\.\d\d) \(SE (\d\.\d\d), n = (\d+)\)", printed)
             assert row[2] == f"{found[1]} ({found[2]})" and int(found[3]) == len(values), arm
+
+
+def step3_markdown() -> str:
+    """The text of step 3's notebook's markdown cells, whitespace flattened."""
+    cells = json.loads((ROOT / "S7_Step3.ipynb").read_text())["cells"]
+    return " ".join(" ".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown").split())
+
+
+def paired_delta3(runs_a: dict[int, dict], runs_b: dict[int, dict], stat=statistics.mean) -> tuple[str, str]:
+    """``a - b`` of ``stat`` over the last five epochs, seed by seed over ``b``'s seeds, and its SE, each to three
+    decimals as the READMEs quote them (a minus sign, not a hyphen): ``("+0.005", "0.017")``."""
+    d = [stat(runs_a[s]["history"]["test_acc"][-5:]) - stat(runs_b[s]["history"]["test_acc"][-5:])
+         for s in sorted(runs_b)]
+    return f"{statistics.mean(d):+.3f}".replace("-", "−"), f"{statistics.stdev(d) / len(d) ** 0.5:.3f}"
 
 
 def paired_delta(runs_a: dict[int, dict], runs_b: dict[int, dict]) -> str:
@@ -1485,14 +1495,9 @@ def test_design_v17s_recipe_on_design_v33s_ten_more_seeds_is_every_run_and_the_p
     text = (ROOT / "results" / "design_v17" / "paired" / "more_seeds" / "README.md").read_text()
     check_rows(seed_rows(text), v17)
 
-    def delta(a: dict[int, dict], b: dict[int, dict], stat) -> tuple[str, str]:
-        """a - b over b's seeds, and its SE, to three decimals, as quoted."""
-        d = [stat(a[s]["history"]["test_acc"][-5:]) - stat(b[s]["history"]["test_acc"][-5:]) for s in sorted(b)]
-        return f"{statistics.mean(d):+.3f}".replace("-", "−"), f"{statistics.stdev(d) / len(d) ** 0.5:.3f}"
-
-    (m10, s10), (l10, sl10) = (delta(v33, v17, stat) for stat in (statistics.mean, min))
+    (m10, s10), (l10, sl10) = (paired_delta3(v33, v17, stat) for stat in (statistics.mean, min))
     v17_all, v33_all = {**records_in("design_v17/paired"), **v17}, {**runs(3), **v33}
-    (m20, s20), (l20, sl20) = (delta(v33_all, v17_all, stat) for stat in (statistics.mean, min))
+    (m20, s20), (l20, sl20) = (paired_delta3(v33_all, v17_all, stat) for stat in (statistics.mean, min))
     pooled = f"{m20} (SE {s20}, n = 20) on the mean and {l20} (SE {sl20}) on the lowest epoch"
     counts = f"design v17 held the bar on {passing(v17_all)} and design v33 on {passing(v33_all)}"
     flat = " ".join(text.split())
@@ -1507,8 +1512,7 @@ def test_design_v17s_recipe_on_design_v33s_ten_more_seeds_is_every_run_and_the_p
     fresh_seeds = " ".join(section_text("## Fresh seeds").split())
     assert f"**{passing(v17)} of 10 seeds passing at {mean_std(v17)}**" in fresh_seeds
     assert f"**Pooled with the paired check on the fresh seeds above: {pooled}**" in fresh_seeds
-    notebook = " ".join(" ".join("".join(c["source"]) for c in json.loads((ROOT / "S7_Step3.ipynb").read_text())["cells"]
-                                 if c["cell_type"] == "markdown").split())
+    notebook = step3_markdown()
     assert f"**{m20} (SE {s20}, n = 20)** on the mean and {l20} (SE {sl20}) on the lowest epoch" in notebook
     assert f"on the same twenty seeds {counts}" in notebook
     docstring = " ".join(model.Model_3.__doc__.split())
