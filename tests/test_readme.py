@@ -1531,6 +1531,19 @@ def test_design_v17_driver_refuses_a_folder_without_mnist_in_one_line(tmp_path):
     assert sorted(script.parent.iterdir()) == before
 
 
+def test_step3_in_short_quotes_the_runs():
+    """The "In short" paragraph that opens step 3 in the README and in its notebook: the parameters, step 2's and
+    the fresh seeds' levels, and the twenty seeds' pass counts in each precision, as the JSON files give them."""
+    fresh, more = runs(3), records_in("Model_3/more_seeds")
+    f32 = {**records_in("Model_3/float32"), **records_in("Model_3/more_seeds/float32")}
+    expected = (f"first conv ({utils.count_parameters(model.Model_3()):,} in all). The test level rises from step 2's "
+                f"{mean_std(runs(2))} to {mean_std(fresh)} on ten fresh seeds, all ten holding the bar; on twenty "
+                f"seeds the bar held on {passing({**fresh, **more})} in bf16 and {passing(f32)} in float32")
+    assert passing(fresh) == 10
+    assert expected in " ".join(section_text("### Step 3").split())
+    assert expected in step3_markdown()
+
+
 def test_speed_table_quotes_design_v33s_later_run_times():
     """Speed's rows for the runs of today's Model_3 after its fresh runs: seed 9831 again, the ten more seeds and
     step 3's notebook run."""
