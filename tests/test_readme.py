@@ -717,7 +717,7 @@ def test_design_v17s_arms_add_elastic_distortion_only():
                                                                           "elastic_sigma": 4.0}
     # the rounds that train with the elastic distortion
     later = ("v17", "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25", "v26", "v27", "v28", "v29", "v30",
-             "v31", "v32", "v33")
+             "v31", "v32", "v33", "v34")
     assert all(run.config(arm, 1).elastic == 0.0 for arm in run.ARMS if run.ROUNDS[arm] not in later)
 
 
@@ -917,6 +917,24 @@ def test_design_v33s_arms_are_design_v17s_recipe_on_v27s_and_v28s_seeds_with_blo
         assert wide.head.in_channels == widths[-1]
         assert repr(wide.block1) == repr(ref.block1) and repr(wide.transition1) == repr(ref.transition1)
         assert not any(m.p != 0.02 for m in wide.modules() if isinstance(m, torch.nn.Dropout))
+
+
+def test_design_v34s_arms_are_design_v17s_and_design_v33s_models_on_new_seeds_139_to_150():
+    """v34 (a check that chooses nothing) runs design v17's arm and design v33's, today's Model_3, with the same
+    recipe as v33's runs, on new seeds 139-150, each holding out block seed % 12 (every block once); no earlier arm
+    ran those seeds."""
+    run = validation_driver()
+    assert run.ARMS["v34_reference"] is run.ARMS["v28_reference"]
+    assert run.ARMS["v34_block2_18first"] is run.ARMS["v33_block2_18first"]
+    assert repr(run.ARMS["v34_block2_18first"][1]()).split("(", 1)[1] == repr(model.Model_3()).split("(", 1)[1]
+    for seed in range(139, 151):
+        reference = vars(run.config("v34_reference", seed))
+        assert reference == {**vars(run.config("v28_reference", 127)), "seed": seed, "holdout_block": seed % 12}
+        assert vars(run.config("v34_block2_18first", seed)) == reference
+    assert {run.config("v34_reference", s).holdout_block for s in range(139, 151)} == set(range(12))
+    used = {int(f.stem[4:]) for f in (ROOT / "results" / "validation").glob("v*/*/seed*.json")
+            if not f.parts[-3] == "v34"}
+    assert used.isdisjoint(range(139, 151))
 
 
 def test_design_v26s_arms_are_design_v17s_recipe_on_new_seeds_with_another_activation():

@@ -1,4 +1,4 @@
-"""The validation runs of designs v2 to v33: one arm (layers + recipe) and one seed per call.
+"""The validation runs of designs v2 to v34: one arm (layers + recipe) and one seed per call.
 
     OMP_NUM_THREADS=1 python results/validation/run.py ARM SEED --data-dir ../shared/mnist
     python results/validation/run.py --table v3      # a round's finished arms: per-seed means, mean +- std, loss
@@ -11,7 +11,7 @@ v2 to v12; from v13 on, block ``seed % 12`` of the twelve blocks of 5,000 (``hol
 round holds out other images and the spread of paired differences includes which images were held out. The test
 set is never loaded. Each arm is a model from ``model.py`` (or ``StagedNet`` with the layers a candidate
 needs) and a recipe from ``utils.RECIPES`` with the overrides named below. Writes ``<ROUND>/<ARM>/seed<SEED>.json``
-beside this file (``v2/`` to ``v33/``, the design the arm belongs to); a seed whose JSON exists is not run
+beside this file (``v2/`` to ``v34/``, the design the arm belongs to); a seed whose JSON exists is not run
 again. A run of a v19 candidate arm also writes its reference arm's file (``DERIVED``): the same weights scored
 without the re-estimation.
 """
@@ -284,11 +284,15 @@ ARMS = {
     "v33_block2_18last": ("block 2's last conv at 18 channels instead of 16, 8->16->16->18 (7,754 parameters)",
                           partial(block2_model, (16, 16, 18)), "Model_3", {}),
 }
+# design v34 (results/validation/v34/PLAN.md): design v33's model (today's Model_3) against design v17's on new seeds
+# 139-150, to see whether v33's validation gain repeats on seeds no choice has seen; it chooses nothing
+ARMS["v34_reference"] = V17_RECIPE_ARM
+ARMS["v34_block2_18first"] = ARMS["v33_block2_18first"]
 # a run of the key also gives the value's run: the same weights scored without the re-estimation
 DERIVED = {"v19_recalibrate_bn": "v19_reference", "v19_check": "v19_check_reference"}
 DESIGNS = ("v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11", "v12", "v13", "v14", "v15", "v16", "v17",
            "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25", "v26", "v27", "v28", "v29", "v30", "v31",
-           "v32", "v33")
+           "v32", "v33", "v34")
 ROUNDS = {arm: arm.split("_")[0] if arm.split("_")[0] in DESIGNS else "v2" for arm in ARMS}
 # design v17's recipe, as the rounds after it pin it
 V17_PINS = {"ema": 0.999, "scale": 0.2, "elastic": 24.0, "elastic_sigma": 4.0}
@@ -315,10 +319,10 @@ RAN_WITH = {round_: {"scale": 0.0, "label_smoothing": 0.0, "elastic": 0.0, "clea
     **{round_: {**V17_PINS, "rotation": 7.0} for round_ in ("v24", "v25", "v26")},
     **{round_: {**V17_PINS, "rotation": 7.0, "translation": 0.0} for round_ in ("v27", "v28")},
     **{round_: {**V17_PINS, "rotation": 7.0, "translation": 0.0, "hold_epochs": 3, "cycle_momentum": True}
-       for round_ in ("v29", "v30", "v31", "v32", "v33")}}.items()}
+       for round_ in ("v29", "v30", "v31", "v32", "v33", "v34")}}.items()}
 # rounds whose held-out block rotates with the seed: block seed % 12 of the twelve blocks of 5,000 images
 ROTATING_BLOCKS = {"v13", "v14", "v15", "v16", "v17", "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25", "v26",
-                   "v27", "v28", "v29", "v30", "v31", "v32", "v33"}
+                   "v27", "v28", "v29", "v30", "v31", "v32", "v33", "v34"}
 
 
 def config(arm: str, seed: int) -> utils.Config:
