@@ -937,6 +937,26 @@ def test_design_v34s_arms_are_design_v17s_and_design_v33s_models_on_new_seeds_13
     assert used.isdisjoint(range(139, 151))
 
 
+def test_design_v34s_runs_are_reported_as_the_json_files_give_them():
+    """v34's twelve paired seeds: its README's rows, and the Δ of the mean that it, the README's step 3 and step 3's
+    notebook quote (three decimals), as run.py's paired_deltas computes it from the committed runs."""
+    run = validation_driver()
+    seeds, deltas = run.paired_deltas("v34_block2_18first", "v34_reference")
+    assert seeds == list(range(139, 151))
+    quoted = (f"{statistics.mean(deltas):+.3f} (SE {statistics.stdev(deltas) / len(deltas) ** 0.5:.3f}, "
+              f"n = 12)").replace("-", "−")
+    text = (ROOT / "results" / "validation" / "v34" / "README.md").read_text()
+    assert quoted in " ".join(text.split())
+    for line in text.splitlines():
+        if line.startswith("| 1"):
+            seed = int(line.split("|")[1])
+            record = json.loads((ROOT / "results" / "validation" / "v34" / "v34_block2_18first" /
+                                 f"seed{seed}.json").read_text())
+            assert " ".join(f"{a:.2f}" for a in record["history"]["test_acc"][-5:]) in line
+    assert f"**{quoted}**" in " ".join(section_text("### Step 3").split())
+    assert f"**{quoted}**" in step3_markdown()
+
+
 def test_design_v26s_arms_are_design_v17s_recipe_on_new_seeds_with_another_activation():
     """v26's reference is design v17's Model_3 and recipe on new seeds 103-114 (each block once); its candidates
     train with the same recipe and the same initial weights, and differ from it only in every conv_block's
