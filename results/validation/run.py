@@ -68,6 +68,9 @@ RECALIBRATE_ARM = ("+ before each evaluation, a copy of the moving average gets 
 # designs v24 and v25: design v17's recipe run again on their new seeds as the reference, and v24's no-rotation
 # candidate that v25 repeats
 V17_RECIPE_ARM = ("design v17's Model_3 and recipe", design_v4_model, "Model_3", {})
+# design v33's adopted candidate, today's Model_3's layers (design v34 runs it again on new seeds)
+BLOCK2_18FIRST_ARM = ("block 2's first conv at 18 channels instead of 16, 8->18->16->16 (7,878 parameters)",
+                      partial(block2_model, (18, 16, 16)), "Model_3", {})
 NO_ROTATION_ARM = ("no rotation (scaling and the elastic distortion stay)", design_v4_model, "Model_3",
                    {"rotation": 0.0})
 # candidates a later round looked at again: v21's alpha 12 (v32) and v26's SiLU (v31)
@@ -279,15 +282,14 @@ ARMS = {
                   "RandomAffine(shear=10) draws it", design_v4_model, "Model_3", {"shear": 10.0}),
     # design v33, step 3 (results/validation/v33/PLAN.md): block 2 widened with the spare parameter budget, on seeds
     # 115-138 against v27's and v28's reference runs
-    "v33_block2_18first": ("block 2's first conv at 18 channels instead of 16, 8->18->16->16 (7,878 parameters)",
-                           partial(block2_model, (18, 16, 16)), "Model_3", {}),
+    "v33_block2_18first": BLOCK2_18FIRST_ARM,
     "v33_block2_18last": ("block 2's last conv at 18 channels instead of 16, 8->16->16->18 (7,754 parameters)",
                           partial(block2_model, (16, 16, 18)), "Model_3", {}),
+    # design v34 (results/validation/v34/PLAN.md): design v33's model (today's Model_3) against design v17's on new
+    # seeds 139-150, to see whether v33's validation gain repeats on seeds no choice has seen; it chooses nothing
+    "v34_reference": V17_RECIPE_ARM,
+    "v34_block2_18first": BLOCK2_18FIRST_ARM,
 }
-# design v34 (results/validation/v34/PLAN.md): design v33's model (today's Model_3) against design v17's on new seeds
-# 139-150, to see whether v33's validation gain repeats on seeds no choice has seen; it chooses nothing
-ARMS["v34_reference"] = V17_RECIPE_ARM
-ARMS["v34_block2_18first"] = ARMS["v33_block2_18first"]
 # a run of the key also gives the value's run: the same weights scored without the re-estimation
 DERIVED = {"v19_recalibrate_bn": "v19_reference", "v19_check": "v19_check_reference"}
 DESIGNS = ("v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11", "v12", "v13", "v14", "v15", "v16", "v17",

@@ -21,6 +21,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parents[3]), str(HERE.parents[2] / "validation")]
 
 import run as validation  # noqa: E402
+import train  # noqa: E402
 import utils  # noqa: E402
 
 
@@ -29,11 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("seeds", type=int, nargs="+")
     parser.add_argument("--data-dir", required=True, help="folder with MNIST/raw")
     args = parser.parse_args(argv)
-    try:  # both splits, before any run: a wrong folder is one line and exit 2, not a traceback
-        utils.load_mnist(args.data_dir, True, download=False)
-        utils.load_mnist(args.data_dir, False, download=False)
-    except utils.DataError as err:
-        parser.error(str(err))
+    train.require_data(parser, args.data_dir, download=False)  # both splits first: one line and exit 2 if missing
     device = torch.device("cpu")
     for seed in args.seeds:
         if (HERE / f"design_v17_seed{seed}.json").exists():
