@@ -4,6 +4,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import json
+import math
 import re
 import statistics
 import subprocess
@@ -1608,3 +1609,40 @@ def test_the_final_model_section_quotes_its_run_and_the_weights_score():
     acc = record["history"]["test_acc"]
     assert f"Its last five epochs are {', '.join(f'{a:.2f}' for a in acc[-5:-1])} and {acc[-1]:.2f} %" in text
     assert f"score **{acc[-1]:.2f} %** ({round(acc[-1] * 100):,} of 10,000)" in text
+
+
+def test_where_the_search_stops_quotes_the_runs_it_reasons_from():
+    """Where the search stops: design v33's level on its twenty bf16 test seeds, the gain the mean goal needs, the
+    spread of design v33 minus design v17 seed by seed and the paired seeds that spread asks for, and the validation
+    gains against their test checks, each computed here from the committed runs."""
+    text = " ".join(section_text("## Where the search stops").split())
+    v33 = {**runs(3), **records_in("Model_3/more_seeds")}
+    v17 = {**records_in("design_v17/paired"), **records_in("design_v17/paired/more_seeds")}
+    assert sorted(v33) == sorted(v17) == list(range(9831, 9851))
+    fresh = statistics.mean(last5_mean(r) for r in runs(3).values())
+    assert f"twenty test seeds is {mean_std(v33)} (bf16, 9831–9850; its fresh ten, {fresh:.2f} %)" in text
+    gain = 99.52 - statistics.mean(last5_mean(r) for r in v33.values())
+    assert 0.025 <= gain < 0.035 and "a real gain of about +0.03 points" in text
+    sd = statistics.stdev(last5_mean(v33[s]) - last5_mean(v17[s]) for s in v33)
+    n = math.ceil((sd / 0.015) ** 2)  # paired seeds for an SE of 0.015, half of +0.03
+    assert (f"standard deviation of {sd:.3f}; at that spread, telling +0.03 from nothing by two standard errors takes "
+            f"about {n} paired seeds ({sd:.3f} / √{n} ≈ {sd / n ** 0.5:.3f}), {2 * n} runs") in text
+    run = validation_driver()
+
+    def validation(arm, references):
+        deltas = [d for r in references for d in run.paired_deltas(arm, r)[1]]
+        return statistics.mean(deltas), statistics.stdev(deltas) / len(deltas) ** 0.5, len(deltas)
+
+    for what, arm, references, test_delta in (
+            ("scaling", "v12_scale0.2", ["v10_reference"],
+             paired_delta(records_in("design_v12/Model_3"), records_in("design_v7/paired"))),
+            ("the elastic distortion", "v17_elastic24", ["v13_reference"],
+             paired_delta(records_in(V17), records_in("design_v12/paired")))):
+        mean, se, k = validation(arm, references)
+        assert f"{what} {mean:+.2f} (SE {se:.2f}, n = {k}), then {test_delta})" in text, what
+    mean, se, k = validation("v33_block2_18first", ["v27_reference", "v28_reference"])
+    test_mean, test_se = paired_delta3(v33, v17)
+    assert f"the wider conv {mean:+.3f} (SE {se:.3f}, n = {k}), then {test_mean} (SE {test_se}, n = 20)" in text
+    seeds, deltas = run.paired_deltas("v34_block2_18first", "v34_reference")
+    v34 = f"{statistics.mean(deltas):+.3f}, SE {statistics.stdev(deltas) / len(deltas) ** 0.5:.3f}, n = {len(seeds)}"
+    assert f"(design v34: {v34})".replace("-", "−") in text
