@@ -1612,7 +1612,7 @@ def test_the_final_model_section_quotes_its_run_and_the_weights_score():
 
 
 def test_where_the_search_stops_quotes_the_runs_it_reasons_from():
-    """Where the search stops: design v33's level on its twenty bf16 test seeds, the gain the mean goal needs, the
+    """Where the search stops (and step 3's notebook, in short): design v33's level on its twenty bf16 test seeds, the gain the mean goal needs, the
     spread of design v33 minus design v17 seed by seed and the paired seeds that spread asks for, and the validation
     gains against their test checks, each computed here from the committed runs."""
     text = " ".join(section_text("## Where the search stops").split())
@@ -1627,6 +1627,10 @@ def test_where_the_search_stops_quotes_the_runs_it_reasons_from():
     n = math.ceil((sd / 0.015) ** 2)  # paired seeds for an SE of 0.015, half of +0.03
     assert (f"standard deviation of {sd:.3f}; at that spread, telling +0.03 from nothing by two standard errors takes "
             f"about {n} paired seeds ({sd:.3f} / √{n} ≈ {sd / n ** 0.5:.3f}), {2 * n} runs") in text
+    notebook = step3_markdown()
+    assert (f"level over twenty test seeds is {mean_std(v33)}, so ten new fresh seeds would reach 99.52 % with even "
+            f"odds only after a real gain of about +0.03; telling that from nothing on the test set takes about {n} "
+            f"paired seeds ({2 * n} runs)") in notebook
     run = validation_driver()
 
     def validation(arm, references):
