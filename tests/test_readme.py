@@ -1625,7 +1625,7 @@ def test_float32_check_on_ten_further_seeds_is_reported_alone_and_pooled():
     nine, thirty = f"{passing(ten)} of 10", f"{passing(pool)} of 30"
     low = f"{min(miss):.2f}–{max(miss):.2f} %"
     head = " ".join(README.split("## Contents", 1)[0].split())
-    assert f"held it on {nine} ({misses[0]} sits at {low}): in float32, **{thirty} seeds at {mean_std(pool)}**" in head
+    assert f"held it on {nine} ({misses[0]} sits at {low}, below the bar in epochs {below[0]}–{below[-1]}): in float32, **{thirty} seeds at {mean_std(pool)}**" in head
     in_short = f"in float32 ({thirty} in float32 with ten further seeds), so most runs"
     assert in_short in " ".join(section_text("### Step 3").split()) and in_short in step3_markdown()
     fresh_seeds = " ".join(section_text("## Fresh seeds").split())
