@@ -91,6 +91,14 @@ def check_rows(rows: list[list[str]], records: dict[int, dict]) -> None:
         assert row[2] == f"{min(acc[-5:]):.2f}" and row[3] == f"{sum(acc[-5:]) / 5:.2f}"
 
 
+def check_timed_rows(rows: list[list[str]], records: dict[int, dict]) -> None:
+    """| seed | test %, epochs 11-15 | min | mean | pass | seconds | rows against the JSON files, every run listed."""
+    check_rows(rows, records)
+    for row in rows:
+        record = records[int(row[0])]
+        assert row[4] == ("yes" if min(record["history"]["test_acc"][-5:]) >= utils.TARGET_ACC else "**no**")
+        assert row[5] == f"{record['wall_seconds']:.0f}"
+
 def last5_mean(record: dict) -> float:
     return sum(record["history"]["test_acc"][-5:]) / 5
 
@@ -126,11 +134,7 @@ def test_every_planned_fresh_seed_is_run_and_reported():
     records = runs(3)
     assert sorted(records) == planned_fresh_seeds("results/validation/v33/PLAN.md") and len(records) == 10
     rows = seed_rows(section_text("## Fresh seeds"))
-    check_rows(rows, records)
-    for row in rows:
-        record = records[int(row[0])]
-        assert row[4] == ("yes" if min(record["history"]["test_acc"][-5:]) >= utils.TARGET_ACC else "**no**")
-        assert row[5] == f"{record['wall_seconds']:.0f}"
+    check_timed_rows(rows, records)
 
 
 @pytest.mark.parametrize("design, batch_size", [("design_v2", 128), ("design_v3", 64), ("design_v4", 64),
@@ -1477,11 +1481,7 @@ def test_design_v33s_fresh_seeds_are_run_once_and_every_run_is_reported():
         assert rec["training_precision"] == "bfloat16 autocast" and rec["device"] == "cpu (x86_64, 1 threads)"
     text = (ROOT / "results" / "Model_3" / "README.md").read_text()
     rows = seed_rows(text)
-    check_rows(rows, records)
-    for row in rows:
-        record = records[int(row[0])]
-        assert row[4] == ("yes" if min(record["history"]["test_acc"][-5:]) >= utils.TARGET_ACC else "**no**")
-        assert row[5] == f"{record['wall_seconds']:.0f}"
+    check_timed_rows(rows, records)
     seconds = [r["wall_seconds"] for r in records.values()]
     n, within = passing(records), sum(t <= 240 for t in seconds)
     flat = " ".join(text.split())
@@ -1586,11 +1586,7 @@ def test_float32_check_on_ten_further_seeds_is_reported_alone_and_pooled():
         assert record["parameters"] == 7878
     text = (ROOT / "results" / "Model_3" / "float32_9711-9720" / "README.md").read_text()
     rows = seed_rows(text)
-    check_rows(rows, ten)
-    for row in rows:
-        record = ten[int(row[0])]
-        assert row[4] == ("yes" if min(record["history"]["test_acc"][-5:]) >= utils.TARGET_ACC else "**no**")
-        assert row[5] == f"{record['wall_seconds']:.0f}"
+    check_timed_rows(rows, ten)
 
     pool = {**records_in("Model_3/float32"), **records_in("Model_3/more_seeds/float32"), **ten}
     assert len(pool) == 30
