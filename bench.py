@@ -27,7 +27,6 @@ import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -124,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    out = train.writable_folder(parser, args.out)  # checked before the benchmark, not after it
     device = train.usable_device(parser, args.device)
     train.require_data(parser, args.data_dir, not args.no_download)
     # a constant LR: the timing must not depend on where a schedule happens to be
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                "speedup": ratio, "full_run_seconds": full, "macs_per_image_fwd_bwd": macs,
                "matmul_macs_per_second": rate, "floor_epoch_seconds": floor, "pipelines": report}
     name = "cpu" if device.type == "cpu" else utils.device_name(device).replace(" ", "_")
-    utils.write_json_atomic(Path(args.out) / f"bench_{name}.json", payload)
+    utils.write_json_atomic(out / f"bench_{name}.json", payload)
     return 0
 
 

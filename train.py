@@ -74,6 +74,8 @@ def positive(kind: type):
 
 ANGLE = number(float, 0, 180, "must be between 0 and 180 degrees", low_inclusive=True)
 COUNT = number(int, 0, rule="must be >= 0", low_inclusive=True)
+# NumPy's generator takes seeds below 2**32 (utils.set_seed); checked here, before any seed of a list trains
+SEED = number(int, 0, 2**32 - 1, f"must be a whole number from 0 to {2**32 - 1:,}", low_inclusive=True)
 SHIFT = number(float, 0, 0.5, "must be between 0 and 0.5 (a fraction of the image size)", low_inclusive=True)
 SCALE = number(float, 0, 0.5, "must be between 0 and 0.5 (factors from 1 - SCALE to 1 + SCALE)", low_inclusive=True)
 SHEAR = number(float, 0, 45, "must be between 0 and 45 degrees", low_inclusive=True)
@@ -126,8 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="before each evaluation, re-estimate BatchNorm's statistics on the first N training images "
                         "(not held out) as they are, e.g. 10000; the log also gives the score without; 0: off "
                         "(recipe: off)")
-    p.add_argument("--seed", type=COUNT, metavar="N", help="one seed (same as --seeds N; recipe: 1)")
-    p.add_argument("--seeds", type=COUNT, nargs="+", help="several seeds, run one after another")
+    p.add_argument("--seed", type=SEED, metavar="N", help="one seed (same as --seeds N; recipe: 1)")
+    p.add_argument("--seeds", type=SEED, nargs="+", help="several seeds, run one after another")
     p.add_argument("--pipeline", choices=("device", "conventional"), default="device",
                    help="device-resident tensors or torchvision transforms + DataLoader")
     p.add_argument("--holdout", type=COUNT, default=0, metavar="N",
@@ -167,6 +169,15 @@ def require_data(parser: argparse.ArgumentParser, data_dir: str, download: bool)
     except utils.DataError as err:
         parser.error(str(err))
     return len(train)
+
+
+def writable_folder(parser: argparse.ArgumentParser, path: str) -> Path:
+    """``--out`` as a ``Path``, or a one-line error before any work when a part of it that exists is a file."""
+    out = Path(path)
+    folder = next(p for p in (out, *out.parents) if p.exists())  # the part of --out that exists already
+    if not folder.is_dir():
+        parser.error(f"--out {out}: {folder} is a file, not a folder; pick another --out")
+    return out
 
 
 def first_line(err: BaseException) -> str:
@@ -263,7 +274,9 @@ def results_table(payloads: list[dict], target: float = utils.TARGET_ACC) -> str
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.evaluate:
+    if args.evaluate is not None:  # an empty path too: it must not fall through to a training run
+        if not args.evaluate.strip():
+            parser.error("--evaluate needs the path of a weights file, e.g. results/Model_3/Model_3_seed9831.pt")
         return evaluate_weights(parser, args)
     args.model = args.model or "Model_3"
     if args.seed is not None and args.seeds:
@@ -290,10 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as err:
             parser.error(str(err))
 
-    out = Path(args.out)
-    folder = next(p for p in (out, *out.parents) if p.exists())  # the part of --out that exists already
-    if not folder.is_dir():
-        parser.error(f"--out {out}: {folder} is a file, not a folder; pick another --out")
+    out = writable_folder(parser, args.out)
     configs = {seed: utils.recipe(args.model, seed=seed, **overrides) for seed in seeds}
     n_params = utils.count_parameters(getattr(models, args.model)())
     finished = {}

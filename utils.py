@@ -442,8 +442,11 @@ RECIPES: dict[str, Config] = {
 
 
 def recipe(model_name: str, **overrides) -> Config:
-    """The step's recipe for ``model_name`` with ``overrides`` applied (unknown keys raise ``TypeError``)."""
-    base = RECIPES.get(model_name, Config())
+    """The step's recipe for ``model_name`` with ``overrides`` applied (an unknown model name raises ``ValueError``,
+    unknown keys ``TypeError``)."""
+    if model_name not in RECIPES:  # a typo must not train silently with the default Config
+        raise ValueError(f"no recipe for {model_name!r}; pick one of {', '.join(RECIPES)}")
+    base = RECIPES[model_name]
     known = {f.name for f in fields(Config)}
     unknown = set(overrides) - known
     if unknown:
@@ -779,7 +782,8 @@ def fit(model: nn.Module, train_loader, test_loader, optimizer: torch.optim.Opti
     """Train for ``epochs``, evaluating after each; prints one fixed-format line per epoch.
 
     ``per_batch`` says whether ``scheduler`` steps after each batch (OneCycleLR, CyclicLR: the default for
-    those) or after each epoch (everything else). ``dtype``: the training forward pass's (:func:`train_epoch`);
+    those) or after each epoch (everything else; ReduceLROnPlateau steps on the epoch's evaluation loss, the
+    ``test_loader``'s, as the course's loops do). ``dtype``: the training forward pass's (:func:`train_epoch`);
     evaluation is always float32.
     ``ema_decay > 0``: an exponential moving average of the weights and BatchNorm statistics
     (``torch.optim.swa_utils``; ``ema = decay * ema + (1 - decay) * weights`` after every optimiser step) is what
@@ -803,8 +807,11 @@ def fit(model: nn.Module, train_loader, test_loader, optimizer: torch.optim.Opti
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
     scored = ema.module if ema is not None else model
     calibrated = None
+    plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
     if per_batch is None:
         per_batch = isinstance(scheduler, (torch.optim.lr_scheduler.OneCycleLR, torch.optim.lr_scheduler.CyclicLR))
+    if plateau and per_batch:  # it needs a loss to step on, and only an epoch's evaluation gives one
+        raise ValueError("ReduceLROnPlateau steps once per epoch, on the evaluation loss: pass per_batch=False")
     history = History()
     try:
         for epoch in range(1, epochs + 1):
@@ -820,7 +827,9 @@ def fit(model: nn.Module, train_loader, test_loader, optimizer: torch.optim.Opti
                 history.uncalibrated_test_acc.append(test_acc)
                 calibrated = reestimate_bn(copy.deepcopy(scored), calibration_loader, device)
                 test_loss, test_acc = evaluate(calibrated, test_loader, device)
-            if scheduler is not None and not per_batch:
+            if plateau:
+                scheduler.step(test_loss)
+            elif scheduler is not None and not per_batch:
                 scheduler.step()
             for name, value in zip(("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"),
                                    (epoch, train_loss, train_acc, test_loss, test_acc, lr,

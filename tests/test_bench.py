@@ -53,6 +53,19 @@ def test_bench_rejects_bad_input_in_one_line(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("below", [False, True])
+def test_bench_refuses_an_out_that_is_a_file_before_timing_anything(tmp_path, capsys, below):
+    """The JSON is written last: a bad --out must be refused before the minutes of timing, not after them."""
+    blocker = tmp_path / "results.txt"
+    blocker.write_text("not a folder")
+    with pytest.raises(SystemExit) as info:  # no data in tmp_path: only a check made first can give this line
+        bench.main(["--out", str(blocker / "bench" if below else blocker), "--data-dir", str(tmp_path),
+                    "--no-download", "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert info.value.code == 2 and captured.err.count("\n") == 1 and "is a file, not a folder" in captured.err
+    assert captured.out == "" and blocker.read_text() == "not a folder"
+
+
 def test_matmul_rate_is_measured():
     assert bench.matmul_macs_per_second(torch.device("cpu"), n=256, repeats=1) > 1e6
 

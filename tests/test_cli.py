@@ -46,7 +46,9 @@ def run_cli(args: list[str], cwd) -> subprocess.CompletedProcess:
     (["--clean-epochs", "3", "--epochs", "2"], "give at most 2"),
     (["--recalibrate-bn", "-5"], "must be >= 0"),
     (["--holdout-block", "2"], "--holdout-block needs --holdout N"),
-    (["--seeds", "1", "-2"], "must be >= 0"),
+    (["--seeds", "1", "-2"], "must be a whole number from 0 to"),
+    (["--seeds", "1", str(2**32)], "must be a whole number from 0 to 4,294,967,295"),  # before seed 1 trains
+    (["--evaluate", ""], "--evaluate needs the path of a weights file"),  # not a training run
     (["--seed", "1", "--seeds", "2"], "not both"),
     (["--device", "quantum"], "not usable here"),
     (["--device", "meta"], "it cannot train"),
@@ -58,6 +60,14 @@ def test_bad_arguments_get_one_line_and_exit_2(tmp_path, capsys, args, words):
     assert info.value.code == 2
     assert err.count("\n") == 1 and words in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_seed_bound_is_the_one_seeding_enforces():
+    """train.py refuses a seed up front exactly where utils.set_seed (NumPy) would fail after earlier seeds ran."""
+    assert train.SEED(str(2**32 - 1)) == 2**32 - 1
+    utils.set_seed(2**32 - 1)
+    with pytest.raises(ValueError):
+        utils.set_seed(2**32)
 
 
 @pytest.mark.parametrize("args, words", [

@@ -90,6 +90,33 @@ def test_per_batch_and_per_epoch_schedulers_step_the_right_number_of_times(mnist
     assert history.lr == pytest.approx([0.1, 0.05, 0.025])
 
 
+class CountingPlateau(torch.optim.lr_scheduler.ReduceLROnPlateau):
+    seen: list = []
+
+    def step(self, metrics, *args, **kwargs):
+        type(self).seen.append(metrics)
+        super().step(metrics, *args, **kwargs)
+
+
+def test_reduce_lr_on_plateau_steps_each_epoch_on_the_evaluation_loss(mnist_root):
+    """The course's loops step ReduceLROnPlateau on the test loss; fit must not call it without one."""
+    train, test = utils.make_loaders(mnist_root, batch_size=100, download=False)
+    net = tiny_net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    CountingPlateau.seen = []
+    history = utils.fit(net, train, test, opt, 3, CPU, CountingPlateau(opt, patience=0), log=None)
+    assert CountingPlateau.seen == history.test_loss and len(history.test_loss) == 3
+    with pytest.raises(ValueError, match="once per epoch"):  # refused before any training
+        utils.fit(net, train, test, opt, 1, CPU, CountingPlateau(opt), per_batch=True, log=None)
+    assert len(CountingPlateau.seen) == 3
+
+
+def test_an_unknown_model_name_has_no_recipe():
+    """A typo must not silently train with the default Config (constant LR 0.01, no augmentation)."""
+    with pytest.raises(ValueError, match="no recipe for 'model_3'; pick one of Model_1, Model_2, Model_3"):
+        utils.recipe("model_3")
+
+
 def test_recipes_build_their_schedules():
     net = tiny_net()
     assert utils.make_optimizer(net, utils.Config(schedule="constant"), 10)[1] is None
