@@ -25,7 +25,7 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 
 ## make train [DATA=folder with MNIST/raw]: train Model_3 with its recipe, seed 1, into runs/ (downloads MNIST into DATA if missing)
 train: $(VENV)/.runtime
-	$(PY) train.py --model Model_3 --data-dir $(DATA)
+	$(PY) train.py --model Model_3 --data-dir "$(DATA)"
 
 ## make test: run the test suite (set MNIST_DIR to also run the real-data tests)
 test: $(VENV)/.dev
@@ -50,5 +50,5 @@ NB_CLEAN = import nbformat, sys; nb = nbformat.read(sys.argv[1], 4); nb.metadata
 notebooks: $(VENV)/.dev
 	for n in $(STEPS); do \
 	  OMP_NUM_THREADS=$(THREADS) $(PY) -m papermill --cwd . -k python3 S7_Step$$n.ipynb S7_Step$$n.ipynb \
-	    -p DATA_DIR $(DATA) -p SAVE True \
+	    -p DATA_DIR "$(DATA)" -p SAVE True \
 	  && $(PY) -c '$(NB_CLEAN)' S7_Step$$n.ipynb || exit 1; done

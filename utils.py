@@ -45,22 +45,59 @@ TARGET_ACC = 99.4  # percent; the assignment's bar
 # ---------------------------------------------------------------------------------------------------------
 
 class DataError(RuntimeError):
-    """MNIST could not be found or fetched; the message says where it looked and what to do."""
+    """MNIST could not be found, fetched or read intact; the message says where it looked and what to do."""
+
+
+MNIST_FILES = tuple(Path(url).stem for url, _ in datasets.MNIST.resources)  # the four *-ubyte files in MNIST/raw
+MNIST_SIZE = (28, 28)
+
+
+def _reason(err: BaseException) -> str:
+    """An exception's message on one line: its first line and, when there are more, its last (a failed
+    download's first line names the file and its last the network error), else its type."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    return (lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}")[:300]
+
+
+def _mnist_problem(images: torch.Tensor, labels: torch.Tensor) -> str | None:
+    """What keeps ``images`` and ``labels`` from being one label from 0 to 9 per 28x28 image, or ``None``."""
+    if tuple(images.shape[1:]) != MNIST_SIZE:
+        return f"images of {tuple(images.shape[1:])} pixels, not {MNIST_SIZE}"
+    if len(images) != len(labels):
+        return f"{len(images):,} images but {len(labels):,} labels"
+    if len(labels) and not 0 <= labels.min().item() <= labels.max().item() <= 9:
+        return f"labels from {labels.min().item()} to {labels.max().item()}, not 0 to 9"
+    return None
 
 
 def load_mnist(root: str | Path = "data", train: bool = True, download: bool = True,
                transform: Callable | None = None) -> datasets.MNIST:
-    """Open MNIST under ``root`` (``<root>/MNIST/raw/*-ubyte``), downloading it there if allowed."""
+    """Open MNIST under ``root`` (``<root>/MNIST/raw/*-ubyte``), downloading it there if allowed.
+
+    Raises :class:`DataError` when the files are missing and cannot be fetched, and when they are there but cannot
+    be read or do not hold one label from 0 to 9 per 28x28 image (a truncated, swapped or mismatched file, say)."""
     root = Path(root).expanduser()
+    raw = root / "MNIST" / "raw"
+    present = all((raw / name).is_file() for name in MNIST_FILES)
     try:
-        return datasets.MNIST(str(root), train=train, download=download, transform=transform)
+        split = datasets.MNIST(str(root), train=train, download=download, transform=transform)
     except Exception as err:  # torchvision raises RuntimeError, URLError, OSError... depending on the cause
+        if present:  # torchvision found the files (it downloads nothing then): reading them failed
+            raise DataError(f"MNIST in {raw.resolve()} cannot be read ({_reason(err)}); a file is truncated or "
+                            f"not an MNIST idx file: replace them with the originals") from err
         how = "download failed" if download else "download disabled"
         raise DataError(
-            f"MNIST not found in {root.resolve()} (expected {root / 'MNIST' / 'raw'}/*-ubyte; {how}: "
-            f"{str(err).splitlines()[0] if str(err) else type(err).__name__}); pass the folder that holds "
-            f"MNIST/raw with --data-dir (make train DATA=...) or data_dir=..."
+            f"MNIST not found in {root.resolve()} (expected {raw}/*-ubyte; {how}: {_reason(err)}); pass the "
+            f"folder that holds MNIST/raw with --data-dir (make train DATA=...) or data_dir=..."
         ) from err
+    problem = _mnist_problem(split.data, split.targets)
+    if problem:
+        which = "training" if train else "test"
+        raise DataError(f"MNIST in {raw.resolve()} is not intact: its {which} files hold {problem}; replace them "
+                        f"with the originals")
+    return split
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import shlex
+import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +16,7 @@ import bench
 import model
 import train
 import utils
-from conftest import ROOT
+from conftest import ROOT, synthetic_digits, write_idx
 
 SMOKE = ["--epochs", "1", "--batch-size", "100", "--no-download", "--device", "cpu"]
 
@@ -90,6 +93,40 @@ def test_missing_data_is_one_line_without_traceback(tmp_path):
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
     assert "MNIST not found" in done.stderr and "--data-dir" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_broken_data_is_one_line_before_any_run(tmp_path, capsys):
+    """Images and labels that do not match: refused before training (it used to fail mid-run, or, for the test
+    split, to score the images that had labels)."""
+    write_idx(tmp_path / "data", True, *synthetic_digits(600, seed=1))
+    images, labels = synthetic_digits(200, seed=2)
+    write_idx(tmp_path / "data", False, images, labels)
+    labels_file = tmp_path / "data" / "MNIST" / "raw" / "t10k-labels-idx1-ubyte"  # whole, but of 150 labels
+    labels_file.write_bytes(struct.pack(">II", 0x801, 150) + labels[:150].tobytes())
+    with pytest.raises(SystemExit) as info:
+        train.main(["--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "out"), *SMOKE])
+    captured = capsys.readouterr()
+    assert info.value.code == 2 and captured.err.count("\n") == 1, captured.err
+    assert "200 images but 150 labels" in captured.err and captured.out == ""
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_passes_a_data_folder_with_a_space_as_one_argument(tmp_path):
+    """``make train DATA=...`` and ``make notebooks DATA=...`` quote the folder (dry runs: nothing is executed)."""
+    folder = str(tmp_path / "my data")
+
+    def dry_run(*args: str) -> str:
+        return subprocess.run(["make", "-n", *args, f"DATA={folder}"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout
+
+    train_line = next(line for line in dry_run("-o", ".venv/.runtime", "train").splitlines() if "train.py" in line)
+    words = shlex.split(train_line)
+    assert words[words.index("--data-dir") + 1] == folder
+    notebooks = dry_run("-o", ".venv/.dev", "notebooks", "STEPS=1")
+    papermill = next(line for line in notebooks.splitlines() if "-p DATA_DIR" in line)
+    words = shlex.split(papermill.rstrip("\\"))
+    assert words[words.index("DATA_DIR") + 1] == folder
 
 
 def test_writes_results_and_weights_then_resumes(mnist_root, tmp_path, capsys):

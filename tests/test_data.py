@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import struct
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 import utils
-from conftest import synthetic_digits
+from conftest import synthetic_digits, write_idx
 
 
 def test_load_mnist_reads_idx_files(mnist_root):
@@ -30,6 +31,60 @@ def test_missing_data_says_where_and_what(tmp_path):
     assert "\n" not in message
     assert str((tmp_path / "nowhere").resolve()) in message
     assert "MNIST/raw" in message and "--data-dir" in message
+
+
+def broken_copy(root, case: str):
+    """An MNIST folder like ``mnist_root`` (600 train, 200 test images) whose test files are broken as ``case``."""
+    write_idx(root, True, *synthetic_digits(600, seed=1))
+    images, labels = synthetic_digits(200, seed=2)
+    raw = root / "MNIST" / "raw"
+    if case == "fewer labels":  # a labels file that is whole, of 100 labels, beside 200 images
+        write_idx(root, False, images, labels)
+        (raw / "t10k-labels-idx1-ubyte").write_bytes(struct.pack(">II", 0x801, 100) + labels[:100].tobytes())
+    elif case == "label 200":
+        labels[7] = 200
+        write_idx(root, False, images, labels)
+    elif case == "14x56 images":
+        write_idx(root, False, images.reshape(200, 14, 56), labels)
+    elif case == "truncated":
+        write_idx(root, False, images, labels)
+        (raw / "t10k-images-idx3-ubyte").write_bytes((raw / "t10k-images-idx3-ubyte").read_bytes()[:-16])
+    elif case == "swapped":  # the labels file where the images file should be, and the other way round
+        write_idx(root, False, images, labels)
+        img, lbl = raw / "t10k-images-idx3-ubyte", raw / "t10k-labels-idx1-ubyte"
+        a, b = img.read_bytes(), lbl.read_bytes()
+        img.write_bytes(b)
+        lbl.write_bytes(a)
+    return root
+
+
+@pytest.mark.parametrize("case, words", [
+    ("fewer labels", "is not intact: its test files hold 200 images but 100 labels"),
+    ("label 200", "is not intact: its test files hold labels from 0 to 200, not 0 to 9"),
+    ("14x56 images", "is not intact: its test files hold images of (14, 56) pixels, not (28, 28)"),
+    ("truncated", "cannot be read ("),
+    ("swapped", "cannot be read ("),
+])
+def test_broken_files_say_so_instead_of_loading_a_wrong_split(tmp_path, case, words):
+    """Files that are there but broken are named as such (not 'not found', which would send a user looking for
+    another folder), and no split loads with images and labels that do not belong together."""
+    root = broken_copy(tmp_path, case)
+    assert len(utils.load_mnist(root, train=True, download=False)) == 600  # the intact split still loads
+    with pytest.raises(utils.DataError) as info:
+        utils.load_mnist(root, train=False, download=False)
+    message = str(info.value)
+    assert words in message and "\n" not in message, message
+    assert str((root / "MNIST" / "raw").resolve()) in message and "not found" not in message
+
+
+def test_a_failed_downloads_reason_keeps_the_network_error():
+    """torchvision's message names the file on its first line and the network error on its last."""
+    err = RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://a/, got:\n<urlopen error "
+                       "[Errno -2] Name or service not known>\n")
+    assert utils._reason(err) == ("Error downloading train-images-idx3-ubyte.gz: ... <urlopen error [Errno -2] "
+                                  "Name or service not known>")
+    assert utils._reason(AssertionError()) == "AssertionError"
+    assert utils._reason(ValueError("one line")) == "one line"
 
 
 def id_images(n: int) -> tuple[torch.Tensor, torch.Tensor]:
