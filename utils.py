@@ -716,6 +716,12 @@ def training_dtype(cfg: Config, device: torch.device | str) -> torch.dtype:
     return torch.bfloat16 if cfg.bf16 and native else torch.float32
 
 
+def _require_samples(seen: int, what: str) -> None:
+    """A clear error instead of a division by zero when ``loader`` yielded nothing (an empty split or subset)."""
+    if not seen:
+        raise ValueError(f"{what}: the loader yielded no samples (an empty split, or subset=0?)")
+
+
 def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, device: torch.device,
                 scheduler=None, epoch: int = 1, dtype: torch.dtype = torch.float32,
                 ema: AveragedModel | None = None, label_smoothing: float = 0.0) -> tuple[float, float]:
@@ -766,6 +772,7 @@ def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, devi
         if step % 100 == 99:
             _check_finite(loss_sum, epoch)
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}")
+    _require_samples(seen, "train_epoch")
     _check_finite(loss_sum, epoch)
     return loss_sum.item() / seen, 100.0 * correct.item() / seen
 
@@ -783,6 +790,7 @@ def evaluate(model: nn.Module, loader, device: torch.device) -> tuple[float, flo
         loss_sum += F.nll_loss(log_probs, y, reduction="sum")
         correct += (log_probs.argmax(1) == y).sum()
         seen += len(y)
+    _require_samples(seen, "evaluate")
     return loss_sum.item() / seen, 100.0 * correct.item() / seen
 
 
@@ -1056,6 +1064,7 @@ def predict(model: nn.Module, loader, device: torch.device) -> tuple[torch.Tenso
         xs.append(x.cpu())
         preds.append(model(x.to(device)).argmax(1).cpu())
         ys.append(y.cpu())
+    _require_samples(len(ys), "predict")
     return torch.cat(xs), torch.cat(preds), torch.cat(ys)
 
 
@@ -1081,19 +1090,36 @@ def plot_misclassified(model: nn.Module, loader, device: torch.device, n: int = 
 
 
 def plot_batch(loader, n: int = 20):
-    """The first ``n`` images of one training batch as the model sees them (augmented), titled by label."""
-    images, labels = next(iter(loader))
+    """The first ``n`` images of one training batch as the model sees them (augmented), titled by label.
+
+    Drawing the batch draws random numbers (a DeviceLoader draws a whole epoch's permutation and augmentation);
+    the loader's generator (a DeviceLoader's, or a DataLoader's ``generator``) and torch's global one are put back
+    as they were, so training on ``loader`` afterwards is the run it would have been without the plot."""
+    generator = getattr(loader, "generator", None)
+    saved = generator.get_state() if isinstance(generator, torch.Generator) else None
+    saved_global = torch.get_rng_state()
+    try:
+        images, labels = next(iter(loader))
+    finally:
+        torch.set_rng_state(saved_global)
+        if saved is not None:
+            generator.set_state(saved)
     return _image_grid(images[:n].cpu(), [str(int(v)) for v in labels[:n]])
 
 
 def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, classes: int = 10) -> torch.Tensor:
-    """``m[true, pred]`` counts."""
+    """``m[true, pred]`` counts; a class outside ``[0, classes)`` raises ``ValueError`` (it would be miscounted)."""
+    for name, values in (("predictions", preds), ("labels", labels)):
+        if len(values) and not 0 <= int(values.min()) <= int(values.max()) < classes:
+            raise ValueError(f"{name} must be classes 0 to {classes - 1}, got {int(values.min())} to "
+                             f"{int(values.max())}")
     return torch.bincount(labels * classes + preds, minlength=classes * classes).reshape(classes, classes)
 
 
 def error_report(preds: torch.Tensor, labels: torch.Tensor, top: int = 8) -> str:
     """Accuracy, the error count, errors per true class, the most frequent confusions and the full confusion
     matrix, as text: the numbers an analysis quotes, never read off a picture."""
+    _require_samples(len(labels), "error_report")
     m = confusion_matrix(preds, labels)
     errors = m.clone().fill_diagonal_(0)
     n, wrong = len(labels), int(errors.sum())

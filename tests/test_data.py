@@ -87,6 +87,25 @@ def test_a_failed_downloads_reason_keeps_the_network_error():
     assert utils._reason(ValueError("one line")) == "one line"
 
 
+@pytest.mark.parametrize("kind", ["device", "conventional"])
+def test_plotting_a_batch_leaves_the_run_that_follows_unchanged(mnist_root, monkeypatch, kind):
+    """utils.plot_batch draws a batch (a DeviceLoader: a whole epoch's permutation and augmentation); a learner who
+    plots before training must get the same run as without the plot."""
+    monkeypatch.setattr(utils, "_image_grid", lambda images, titles: None)  # the drawing itself is not tested
+
+    def first_epoch(plot: bool) -> list[torch.Tensor]:
+        torch.manual_seed(0)  # the conventional pipeline's transforms draw from torch's global generator
+        train, _ = utils.make_loaders(mnist_root, kind, batch_size=100, rotation=10, seed=3, download=False,
+                                      scale=0.1, elastic=10.0)
+        if plot:
+            utils.plot_batch(train)
+        return [x for x, _ in train]
+
+    plotted, plain = first_epoch(True), first_epoch(False)
+    assert len(plotted) == len(plain) == 6
+    assert all(torch.equal(a, b) for a, b in zip(plotted, plain))
+
+
 def id_images(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Float images whose every pixel holds the sample's index; labels = index % 10."""
     ids = torch.arange(n, dtype=torch.float32)

@@ -5,6 +5,7 @@ import collections
 import dataclasses
 import json
 import math
+import os
 import re
 import statistics
 import subprocess
@@ -1561,16 +1562,27 @@ def test_design_v17s_recipe_on_design_v33s_ten_more_seeds_is_every_run_and_the_p
     assert f"{m20.replace('−', '-')} (SE {s20}, n = 20) on the mean" in docstring
 
 
-def test_design_v17_driver_refuses_a_folder_without_mnist_in_one_line(tmp_path):
-    """results/design_v17/paired/more_seeds/run.py checks both splits before any run: a wrong --data-dir is one
-    line on stderr and exit 2, and no run starts."""
-    script = ROOT / "results" / "design_v17" / "paired" / "more_seeds" / "run.py"
-    before = sorted(script.parent.iterdir())
-    done = subprocess.run([sys.executable, str(script), "--data-dir", str(tmp_path), "1"], capture_output=True,
-                          text=True, timeout=120)
+@pytest.mark.parametrize("script, args, words", [
+    ("design_v17/paired/more_seeds/run.py", ["1"], "run.py: error: MNIST not found in "),
+    ("design_v3/paired/run.py", ["424242"], "run.py: error: MNIST not found in "),
+    ("validation/run.py", ["v4_head24", "424242"], "run.py: error: MNIST not found in "),
+    ("design_v7/paired/flips.py", [], "flips.py: error: MNIST not found in "),
+    ("gpu/queue.py", ["--out", ".", "--deadline", "5"], "queue.py: error: --data-dir "),
+])
+def test_drivers_refuse_a_folder_without_mnist_in_one_line(tmp_path, script, args, words):
+    """The drivers under results/ check the data before any run: a wrong --data-dir is one line on stderr and
+    exit 2, and nothing under results/ is written or rewritten (gpu/queue.py's jobs would each rewrite a committed
+    log)."""
+    def snapshot() -> dict:
+        return {p: p.stat().st_mtime_ns for p in (ROOT / "results").rglob("*") if "__pycache__" not in p.parts}
+
+    before = snapshot()
+    done = subprocess.run([sys.executable, str(ROOT / "results" / script), "--data-dir", str(tmp_path), *args],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr.splitlines()[-1].startswith("run.py: error: MNIST not found in ")
-    assert sorted(script.parent.iterdir()) == before
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith(words), done.stderr
+    assert snapshot() == before
 
 
 def test_float32_check_on_ten_further_seeds_is_reported_alone_and_pooled():

@@ -473,3 +473,27 @@ def test_the_calibration_images_are_the_first_training_images_not_held_out(mnist
     assert torch.equal(everything.labels, data.targets[:500])  # all 500 not held out (the last 100 are)
     with pytest.raises(ValueError, match="recalibrate_bn must be >= 0"):
         utils.calibration_loader(utils.Config(recalibrate_bn=-1), mnist_root, download=False)
+
+
+def test_an_empty_loader_is_named_not_divided_by():
+    """subset=0 or an empty split: one clear error from each helper a learner calls, not a ZeroDivisionError."""
+    empty = utils.DeviceLoader(torch.zeros(0, 1, 28, 28), torch.zeros(0, dtype=torch.long), batch_size=8)
+    net = tiny_net()
+    for name, call in (("evaluate", lambda: utils.evaluate(net, empty, CPU)),
+                       ("predict", lambda: utils.predict(net, empty, CPU)),
+                       ("train_epoch", lambda: utils.train_epoch(net, empty, torch.optim.SGD(net.parameters(), 0.1),
+                                                                 CPU)),
+                       ("error_report", lambda: utils.error_report(torch.zeros(0, dtype=torch.long),
+                                                                   torch.zeros(0, dtype=torch.long)))):
+        with pytest.raises(ValueError, match=f"^{name}: the loader yielded no samples"):
+            call()
+
+
+def test_confusion_counts_refuse_a_class_out_of_range():
+    """bincount would count prediction 10 of true class 3 as true 4, predicted 0."""
+    labels = torch.tensor([3, 1, 2])
+    assert utils.confusion_matrix(torch.tensor([3, 1, 9]), labels)[2, 9] == 1
+    with pytest.raises(ValueError, match="predictions must be classes 0 to 9, got 1 to 10"):
+        utils.confusion_matrix(torch.tensor([10, 1, 2]), labels)
+    with pytest.raises(ValueError, match="labels must be classes 0 to 9, got -1 to 2"):
+        utils.confusion_matrix(torch.tensor([0, 1, 2]), torch.tensor([-1, 1, 2]))

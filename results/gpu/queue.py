@@ -32,6 +32,8 @@ PACKED = (HERE, "results/validation/v15")  # what comes back
 CHECK_SEEDS = list(range(9601, 9641))       # design v12's Model_3 on the test set (README.md names them)
 V15_SEEDS = list(range(47, 67))             # design v15's validation seeds (validation/v15/PLAN.md)
 V15_ARMS = ("v15_reference", "v15_four_convs")
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+               "t10k-labels-idx1-ubyte")
 
 
 def solo_jobs(data: str) -> list[tuple[str, list[str], str]]:
@@ -116,6 +118,9 @@ def main() -> int:
         except (OSError, ValueError, KeyError, TypeError) as error:
             p.error(f"--resume {args.resume}: not the queue.json of an earlier call ({error.__class__.__name__}); "
                     "give the file a call wrote to its --out")
+    raw = Path(args.data_dir) / "MNIST" / "raw"  # checked here: every job would fail, each over a committed log
+    if not all((raw / name).is_file() for name in MNIST_FILES):
+        p.error(f"--data-dir {args.data_dir}: no MNIST in {raw}; pass the folder that holds MNIST/raw/*-ubyte")
     t0 = time.monotonic()
     record = {"workers": args.workers, "deadline_s": args.deadline, "done": [], "unfinished": [], "not_started": []}
 

@@ -17,7 +17,6 @@ without the re-estimation.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -30,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
 import model  # noqa: E402
+import train  # noqa: E402
 import utils  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -431,9 +431,9 @@ def main() -> int:
             print(f"error: --pooled: {error}", file=sys.stderr)
             return 2
         return 0
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = train.Parser(description=__doc__.splitlines()[0])
     p.add_argument("arm", choices=ARMS)
-    p.add_argument("seed", type=int)
+    p.add_argument("seed", type=train.SEED)
     p.add_argument("--data-dir", default="data")
     args = p.parse_args()
     what, build, _, _ = ARMS[args.arm]
@@ -442,6 +442,7 @@ def main() -> int:
     if out.exists():
         print(f"{out} exists, skipped")
         return 0
+    train.require_data(p, args.data_dir, download=False)  # one line and exit 2, not a traceback
     net = build()
     print(f"arm: {args.arm} ({what}) | {net.__class__.__name__}")
     start = time.perf_counter()

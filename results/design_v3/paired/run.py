@@ -12,7 +12,6 @@ run again. The design is frozen and its fresh runs are done: whatever this shows
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[2]))
 
 import model  # noqa: E402
+import train  # noqa: E402
 import utils  # noqa: E402
 
 
@@ -30,14 +30,15 @@ def design_v3_model() -> model.StagedNet:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("seed", type=int)
+    p = train.Parser(description=__doc__.splitlines()[0])
+    p.add_argument("seed", type=train.SEED)
     p.add_argument("--data-dir", default="data")
     args = p.parse_args()
     out = HERE / f"seed{args.seed}.json"
     if out.exists():
         print(f"{out} exists, skipped")
         return 0
+    train.require_data(p, args.data_dir, download=False)  # one line and exit 2, not a traceback
     cfg = utils.recipe("Model_3", seed=args.seed, bf16=False)  # float32, as when it ran (bf16 came in design v5)
     net = design_v3_model()
     print(f"design v3's Model_3 (dropout in block 1 too), seed {args.seed}")

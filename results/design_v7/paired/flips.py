@@ -13,7 +13,6 @@ was frozen and after design v13's plan was committed; it chooses nothing.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ ROOT = HERE.parents[2]
 sys.path[:0] = [str(ROOT), str(ROOT / "results" / "validation")]
 
 import run as validation  # noqa: E402
+import train  # noqa: E402
 import utils  # noqa: E402
 
 SEEDS = range(9201, 9211)
@@ -63,9 +63,10 @@ def measure(data_dir: str | Path) -> dict:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = train.Parser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default="data")
     args = p.parse_args()
+    train.require_data(p, args.data_dir, download=False)  # one line and exit 2, not a traceback
     record = measure(args.data_dir)
     utils.write_json_atomic(HERE / "flips.json", record)
     print(json.dumps(record, indent=1))

@@ -10,7 +10,6 @@ the run's log; a seed whose JSON exists is skipped, so a stopped queue can be st
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -26,8 +25,8 @@ import utils  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("seeds", type=int, nargs="+")
+    parser = train.Parser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("seeds", type=train.SEED, nargs="+")
     parser.add_argument("--data-dir", required=True, help="folder with MNIST/raw")
     args = parser.parse_args(argv)
     train.require_data(parser, args.data_dir, download=False)  # both splits first: one line and exit 2 if missing
