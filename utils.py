@@ -204,13 +204,27 @@ def elastic_field(noise: torch.Tensor, alpha: float, sigma: float) -> torch.Tens
     return torch.stack([x[:, 0] * per_x, x[:, 1] * per_y], -1)
 
 
+def check_augmentation(rotation: float, translation: float, scale: float, shear: float, elastic: float) -> None:
+    """Raise ``ValueError`` for an augmentation value out of range, the same for both pipelines: the bounds
+    torchvision's ``RandomAffine`` enforces (a scale factor of 0 or below would blank or turn an image, a shift of
+    more than the image would blank it), and no negative rotation, shear or elastic strength."""
+    for name, value, ok, rule in (("rotation", rotation, rotation >= 0, ">= 0"),
+                                  ("translation", translation, 0 <= translation <= 1, "in [0, 1]"),
+                                  ("scale", scale, 0 <= scale < 1, "in [0, 1)"),
+                                  ("shear", shear, shear >= 0, ">= 0"),
+                                  ("elastic", elastic, elastic >= 0, ">= 0")):
+        if not ok:
+            raise ValueError(f"{name} must be {rule}, got {value}")
+
+
 def conventional_transform(rotation: float = 0.0, translation: float = 0.0, scale: float = 0.0,
                            elastic: float = 0.0, elastic_sigma: float = 4.0, shear: float = 0.0) -> transforms.Compose:
     """PIL pipeline: optional ``RandomRotation(+-rotation)`` with black fill (``RandomAffine`` when there are
     also shifts of up to ``translation`` of the image size, scale factors in ``[1 - scale, 1 + scale]``, or shears
     parallel to the x axis by angles in ``[-shear, shear]`` degrees) ->
     with ``elastic > 0``, ``ElasticTransform(alpha=elastic, sigma=elastic_sigma)`` -> ``ToTensor`` ->
-    ``Normalize``."""
+    ``Normalize``. Out-of-range values raise ``ValueError`` (:func:`check_augmentation`)."""
+    check_augmentation(rotation, translation, scale, shear, elastic)
     steps: list[Callable] = []
     if translation > 0 or scale > 0 or shear > 0:
         steps.append(transforms.RandomAffine(rotation, translate=(translation, translation) if translation > 0
@@ -287,6 +301,7 @@ class DeviceLoader:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if elastic > 0 and elastic_sigma <= 0:
             raise ValueError(f"elastic_sigma must be > 0, got {elastic_sigma}")
+        check_augmentation(rotation, translation, scale, shear, elastic)
         self.device = torch.device(device)
         self.images = normalize(images).to(self.device) if images.dtype == torch.uint8 else images.to(self.device)
         self.labels = labels.to(self.device)
@@ -536,6 +551,8 @@ def make_optimizer(model: nn.Module, cfg: Config, steps_per_epoch: int):
     the hold keeps 0.95. Printed configs say ``momentum=0.9`` for every recipe; step 3's runs trained with the cycle.
     With ``cycle_momentum=False`` the momentum stays ``cfg.momentum`` and only the LR follows the cycle.
     """
+    if not 0 < cfg.lr < math.inf:
+        raise ValueError(f"lr must be a positive number, got {cfg.lr}")
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                           nesterov=cfg.nesterov)
     if cfg.schedule == "constant":
@@ -722,10 +739,23 @@ def _require_samples(seen: int, what: str) -> None:
         raise ValueError(f"{what}: the loader yielded no samples (an empty split, or subset=0?)")
 
 
+def _require_log_probabilities(output: torch.Tensor) -> None:
+    """``output`` must be log-probabilities (each row's exponentials sum to 1): nll_loss on raw scores is not
+    cross-entropy, and trains toward ever larger scores without an error. One check per epoch, on its first
+    batch (the tolerance leaves room for bf16 autocast)."""
+    total = output.detach().float().logsumexp(1)
+    finite = torch.isfinite(total)  # a NaN or infinite output is the divergence check's (TrainingDiverged)
+    if not torch.allclose(total[finite], torch.zeros_like(total[finite]), atol=0.05):
+        raise ValueError("the model must return log-probabilities (end forward with F.log_softmax(x, dim=1)); "
+                         f"its outputs' logsumexp is {total.mean().item():.3g}, not 0")
+
+
 def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, device: torch.device,
                 scheduler=None, epoch: int = 1, dtype: torch.dtype = torch.float32,
                 ema: AveragedModel | None = None, label_smoothing: float = 0.0) -> tuple[float, float]:
     """One pass over ``loader``; ``scheduler`` (if given) is stepped after every batch. Returns (loss, acc %).
+
+    ``model`` must return log-probabilities: the first batch's output is checked (``ValueError`` otherwise).
 
     ``ema`` (if given) is updated from ``model`` after every optimiser step.
     ``label_smoothing > 0`` trains on targets that put ``1 - label_smoothing`` on the label and spread
@@ -756,6 +786,8 @@ def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, devi
         with precision():
             log_probs = model(x)
         log_probs = log_probs.float()
+        if step == 0:
+            _require_log_probabilities(log_probs)
         if label_smoothing:
             loss = F.cross_entropy(log_probs, y, label_smoothing=label_smoothing)
         else:
@@ -843,6 +875,10 @@ def fit(model: nn.Module, train_loader, test_loader, optimizer: torch.optim.Opti
     leaves the training, its random draws and the moving average untouched; ``model`` ends holding the weights
     of the last epoch's copy and its statistics, the model that epoch scored.
     """
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
+    if not 0 <= ema_decay < 1:  # 1 would keep the first step's weights for good; below 0 is no average at all
+        raise ValueError(f"ema_decay must be at least 0 and below 1 (0: no moving average), got {ema_decay}")
     if not 0 <= clean_epochs <= epochs:
         raise ValueError(f"clean_epochs must be in [0, epochs = {epochs}], got {clean_epochs}")
     if clean_epochs:
@@ -896,8 +932,12 @@ def fit(model: nn.Module, train_loader, test_loader, optimizer: torch.optim.Opti
 def train_model(model: nn.Module, cfg: Config, data_dir: str | Path = "data", device: torch.device | None = None,
                 download: bool = True, subset: int | None = None,
                 log: Callable[[str], None] | None = _print) -> History:
-    """Seed, build the loaders, optimiser and schedule of ``cfg``, and ``fit``: one run of a step's recipe."""
-    device = device or get_device()
+    """Seed, build the loaders, optimiser and schedule of ``cfg``, and ``fit``: one run of a step's recipe.
+
+    ``model`` must return log-probabilities (end with ``F.log_softmax``), as S7's models do: the loss is
+    ``F.nll_loss``, and the first batch of each epoch is checked (:func:`train_epoch`). ``device``: a
+    ``torch.device`` or its name ("cpu", "cuda"); the best available when left out."""
+    device = torch.device(device) if device else get_device()
     set_seed(cfg.seed)
     train_loader, test_loader = loaders(cfg, data_dir, device, download, subset)
     calibration = calibration_loader(cfg, data_dir, device, download, subset)
@@ -912,10 +952,10 @@ def train_model(model: nn.Module, cfg: Config, data_dir: str | Path = "data", de
         if cfg.ema:
             log(f"every evaluation below scores an exponential moving average of the weights (decay {cfg.ema})")
             steps = cfg.epochs * len(train_loader)
-            share = cfg.ema ** steps  # what the initial weights still weigh in the average at the end
+            share = cfg.ema ** steps  # what the first step's weights still weigh in the average at the end
             if share > 0.05:
                 log(f"note: after this run's {steps:,} steps the moving average still holds {share:.0%} of the "
-                    f"initial weights; score a run this short without it (ema=0, --ema 0)")
+                    f"first step's weights; score a run this short without it (ema=0, --ema 0)")
         if cfg.clean_epochs:
             first = cfg.epochs - cfg.clean_epochs + 1
             which = f"epochs {first}-{cfg.epochs} train" if first < cfg.epochs else f"epoch {first} trains"
@@ -1171,30 +1211,60 @@ class RFRow:
     rf: int
 
 
-def _pair(v) -> int:
-    return v[0] if isinstance(v, tuple) else v
+def _square(name: str, what: str, value) -> int:
+    """One side of a square kernel, stride, padding or dilation; a layer that differs per axis is refused."""
+    if isinstance(value, tuple):
+        if len(set(value)) != 1:
+            raise ValueError(f"{name}: {what} {value} differs per axis; receptive_field handles square layers only")
+        return value[0]
+    return value
 
 
 def receptive_field(model: nn.Module, input_size: int = 28) -> list[RFRow]:
     """Output size, jump and receptive field after every Conv2d / MaxPool2d / AvgPool2d / global pool.
 
     Pure arithmetic over the modules in registration order, which for S7's models is forward order:
-    ``n_out = (n + 2p - d(k-1) - 1) // s + 1``, ``rf_out = rf + d(k-1) * jump``, ``jump_out = jump * s``.
-    An ``AdaptiveAvgPool2d(1)`` (GAP) is a pool whose kernel is the whole current map.
+    ``n_out = (n + 2p - d(k-1) - 1) // s + 1`` (rounded up instead under a pool's ``ceil_mode``, as torch does),
+    ``rf_out = rf + d(k-1) * jump``, ``jump_out = jump * s``. A conv with ``padding="same"`` keeps ``n``.
+    An ``AdaptiveAvgPool2d(1)`` or ``AdaptiveMaxPool2d(1)`` (a global pool) is a pool whose kernel is the whole
+    current map. A layer whose kernel, stride, padding or dilation differs per axis, an adaptive pool to more than
+    one pixel, and an input too small for the model raise ``ValueError`` instead of giving wrong numbers.
     """
     n, jump, rf = input_size, 1, 1
     rows = [RFRow("input", "-", 0, 0, 0, n, jump, rf)]
     for name, m in model.named_modules():
+        ceil = same = False
         if isinstance(m, nn.Conv2d):
-            k, s, p, d = _pair(m.kernel_size), _pair(m.stride), _pair(m.padding), _pair(m.dilation)
+            k, s, d = (_square(name, w, v) for w, v in (("kernel", m.kernel_size), ("stride", m.stride),
+                                                         ("dilation", m.dilation)))
+            same = m.padding == "same"
+            p = (d * (k - 1) // 2 if same else 0 if m.padding == "valid"  # "same": the left side's padding
+                 else _square(name, "padding", m.padding))
         elif isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
-            k, s, p = _pair(m.kernel_size), _pair(m.stride or m.kernel_size), _pair(m.padding)
-            d = _pair(getattr(m, "dilation", 1))
-        elif isinstance(m, nn.AdaptiveAvgPool2d) and _pair(m.output_size) == 1:
+            k, s, p = (_square(name, w, v) for w, v in (("kernel", m.kernel_size),
+                                                         ("stride", m.stride or m.kernel_size),
+                                                         ("padding", m.padding)))
+            d, ceil = _square(name, "dilation", getattr(m, "dilation", 1)), m.ceil_mode
+        elif isinstance(m, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+            if _square(name, "output size", m.output_size) != 1:
+                raise ValueError(f"{name}: an adaptive pool to {m.output_size} has no fixed kernel; receptive_field "
+                                 "handles global pools (output size 1) only")
             k, s, p, d = n, 1, 0, 1
         else:
             continue
-        rf, n, jump = rf + d * (k - 1) * jump, (n + 2 * p - d * (k - 1) - 1) // s + 1, jump * s
+        span = n + 2 * p - d * (k - 1) - 1
+        if same:
+            n_out = n
+        elif ceil:  # torch: round up, but the last window must start inside the input or its left padding
+            n_out = -(-span // s) + 1
+            if (n_out - 1) * s >= n + p:
+                n_out -= 1
+        else:
+            n_out = span // s + 1
+        if n_out < 1:
+            raise ValueError(f"{name}: the map would shrink to {n_out} pixels at input size {input_size}; the model "
+                             "cannot run on an input this small")
+        rf, n, jump = rf + d * (k - 1) * jump, n_out, jump * s
         kind = type(m).__name__
         if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels:
             kind += " (depthwise)"

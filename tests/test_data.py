@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 import struct
 
 import numpy as np
@@ -104,6 +105,18 @@ def test_plotting_a_batch_leaves_the_run_that_follows_unchanged(mnist_root, monk
     plotted, plain = first_epoch(True), first_epoch(False)
     assert len(plotted) == len(plain) == 6
     assert all(torch.equal(a, b) for a, b in zip(plotted, plain))
+
+
+@pytest.mark.parametrize("name, value, rule", [
+    ("rotation", -5.0, ">= 0"), ("translation", 2.0, "in [0, 1]"), ("scale", 1.2, "in [0, 1)"),
+    ("scale", 1.0, "in [0, 1)"), ("shear", -5.0, ">= 0"), ("elastic", -1.0, ">= 0"),
+])
+def test_both_pipelines_refuse_the_same_out_of_range_augmentation(mnist_root, name, value, rule):
+    """The device pipeline used to take a scale of 1.2 (factors down to -0.2: blank or turned images, a 6 that
+    looks like a 9 under label 6) or shifts of twice the image, where torchvision refuses them."""
+    for pipeline in ("device", "conventional"):
+        with pytest.raises(ValueError, match=re.escape(f"{name} must be {rule}, got {value}")):
+            utils.make_loaders(mnist_root, pipeline, download=False, **{name: value})
 
 
 def id_images(n: int) -> tuple[torch.Tensor, torch.Tensor]:

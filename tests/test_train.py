@@ -339,12 +339,13 @@ def test_ema_scores_and_keeps_the_moving_average_of_the_weights(mnist_root):
 
 
 def test_a_run_too_short_for_its_moving_average_says_so(mnist_root):
-    """Decay 0.999 remembers about 1,000 steps: a smoke run would score mostly its initial weights, and says so."""
+    """Decay 0.999 remembers about 1,000 steps: a smoke run would score mostly its first steps' weights, and says
+    so."""
     lines = []
     cfg = utils.Config(epochs=1, batch_size=50, lr=0.05, ema=0.999)
     utils.train_model(model.Model_1(), cfg, mnist_root, CPU, download=False, log=lines.append)
     note = [line for line in lines if line.startswith("note:")]
-    assert len(note) == 1 and "ema=0, --ema 0" in note[0] and "% of the initial weights" in note[0]
+    assert len(note) == 1 and "ema=0, --ema 0" in note[0] and "% of the first step's weights" in note[0]
     lines.clear()
     utils.train_model(model.Model_1(), utils.Config(epochs=1, batch_size=50, lr=0.05), mnist_root, CPU,
                       download=False, log=lines.append)
@@ -497,3 +498,35 @@ def test_confusion_counts_refuse_a_class_out_of_range():
         utils.confusion_matrix(torch.tensor([10, 1, 2]), labels)
     with pytest.raises(ValueError, match="labels must be classes 0 to 9, got -1 to 2"):
         utils.confusion_matrix(torch.tensor([0, 1, 2]), torch.tensor([-1, 1, 2]))
+
+
+def test_train_model_takes_a_device_name_as_the_other_helpers_do(mnist_root, capsys):
+    """device="cpu" (a string, as eval_loader and evaluate take it) with the log on."""
+    cfg = utils.Config(epochs=1, batch_size=100)
+    history = utils.train_model(tiny_net(), cfg, mnist_root, "cpu", download=False)
+    assert len(history.test_acc) == 1 and "device: cpu" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("overrides, words", [
+    ({"epochs": 0}, "epochs must be at least 1, got 0"),
+    ({"ema": 1.0}, "ema_decay must be at least 0 and below 1"),
+    ({"ema": -0.5}, "ema_decay must be at least 0 and below 1"),
+    ({"lr": 0.0}, "lr must be a positive number, got 0.0"),
+    ({"lr": 0.0, "schedule": "onecycle"}, "lr must be a positive number, got 0.0"),
+])
+def test_train_model_refuses_values_that_would_train_wrong_silently(mnist_root, overrides, words):
+    """train.py's bounds, for a learner who calls the library: refused before any training."""
+    with pytest.raises(ValueError, match=words):
+        utils.train_model(tiny_net(), utils.Config(batch_size=100, **overrides), mnist_root, CPU, download=False,
+                          log=None)
+
+
+def test_a_model_that_returns_raw_scores_is_refused_at_its_first_batch(mnist_root):
+    """nll_loss on logits is not cross-entropy: it 'trains' toward ever larger scores (negative losses) without an
+    error. The first batch of an epoch says what is wrong instead."""
+    logits = nn.Sequential(*list(tiny_net())[:-1])  # tiny_net without its LogSoftmax
+    with pytest.raises(ValueError, match=r"must return log-probabilities \(end forward with F.log_softmax"):
+        utils.train_model(logits, utils.Config(epochs=1, batch_size=100), mnist_root, CPU, download=False, log=None)
+    history = utils.train_model(tiny_net(), utils.Config(epochs=1, batch_size=100), mnist_root, CPU, download=False,
+                                log=None)
+    assert history.train_loss[0] > 0
