@@ -740,14 +740,15 @@ def _require_samples(seen: int, what: str) -> None:
 
 
 def _require_log_probabilities(output: torch.Tensor) -> None:
-    """``output`` must be log-probabilities (each row's exponentials sum to 1): nll_loss on raw scores is not
-    cross-entropy, and trains toward ever larger scores without an error. One check per epoch, on its first
-    batch (the tolerance leaves room for bf16 autocast)."""
+    """``output`` must be log-probabilities (each row's exponentials sum to 1): ``nll_loss`` (evaluation's loss,
+    and training's without label smoothing) on raw scores is not cross-entropy, and trains toward ever larger
+    scores without an error. One check per epoch, on its first batch (the tolerance leaves room for bf16
+    autocast)."""
     total = output.detach().float().logsumexp(1)
     finite = torch.isfinite(total)  # a NaN or infinite output is the divergence check's (TrainingDiverged)
     if not torch.allclose(total[finite], torch.zeros_like(total[finite]), atol=0.05):
         raise ValueError("the model must return log-probabilities (end forward with F.log_softmax(x, dim=1)); "
-                         f"its outputs' logsumexp is {total.mean().item():.3g}, not 0")
+                         f"its outputs' logsumexp is {total[finite].mean().item():.3g}, not 0")
 
 
 def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, device: torch.device,
@@ -765,8 +766,9 @@ def train_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, devi
 
     ``dtype=torch.bfloat16`` runs the forward pass (and so its backward) under bf16 autocast; the weights and
     their updates stay float32, and the loss is taken in float32. Loss and correct counts are summed on the
-    device; the only synchronisations are the progress bar's occasional refresh and the end of the epoch (and,
-    with a loader's elastic distortion on a GPU, each batch's copy of its noise).
+    device; the only synchronisations are the first batch's check of the output, the progress bar's occasional
+    refresh and the end of the epoch (and, with a loader's elastic distortion on a GPU, each batch's copy of its
+    noise).
     """
     device = torch.device(device)
     # float32 runs no autocast context at all: the code path of every run before bf16 existed, on any device
@@ -1134,8 +1136,12 @@ def plot_batch(loader, n: int = 20):
 
     Drawing the batch draws random numbers (a DeviceLoader draws a whole epoch's permutation and augmentation);
     the loader's generator (a DeviceLoader's, or a DataLoader's ``generator``) and torch's global one are put back
-    as they were, so training on ``loader`` afterwards is the run it would have been without the plot."""
-    generator = getattr(loader, "generator", None)
+    as they were, so training on ``loader`` afterwards is the run it would have been without the plot. A DataLoader
+    with workers is read through a copy without them (the same dataset, sampler and batch size): its own workers,
+    persistent ones included, are not started, and so draw nothing ahead of the training."""
+    generator = getattr(loader, "generator", None)  # a DataLoader's shuffling sampler draws from it
+    if isinstance(loader, DataLoader) and loader.num_workers > 0:
+        loader = DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=loader.sampler)
     saved = generator.get_state() if isinstance(generator, torch.Generator) else None
     saved_global = torch.get_rng_state()
     try:
@@ -1159,7 +1165,8 @@ def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, classes: int = 1
 def error_report(preds: torch.Tensor, labels: torch.Tensor, top: int = 8) -> str:
     """Accuracy, the error count, errors per true class, the most frequent confusions and the full confusion
     matrix, as text: the numbers an analysis quotes, never read off a picture."""
-    _require_samples(len(labels), "error_report")
+    if not len(labels):
+        raise ValueError("error_report: no predictions and labels (empty tensors)")
     m = confusion_matrix(preds, labels)
     errors = m.clone().fill_diagonal_(0)
     n, wrong = len(labels), int(errors.sum())

@@ -88,8 +88,8 @@ def test_a_failed_downloads_reason_keeps_the_network_error():
     assert utils._reason(ValueError("one line")) == "one line"
 
 
-@pytest.mark.parametrize("kind", ["device", "conventional"])
-def test_plotting_a_batch_leaves_the_run_that_follows_unchanged(mnist_root, monkeypatch, kind):
+@pytest.mark.parametrize("kind, workers", [("device", None), ("conventional", 0), ("conventional", 2)])
+def test_plotting_a_batch_leaves_the_run_that_follows_unchanged(mnist_root, monkeypatch, kind, workers):
     """utils.plot_batch draws a batch (a DeviceLoader: a whole epoch's permutation and augmentation); a learner who
     plots before training must get the same run as without the plot."""
     monkeypatch.setattr(utils, "_image_grid", lambda images, titles: None)  # the drawing itself is not tested
@@ -97,7 +97,7 @@ def test_plotting_a_batch_leaves_the_run_that_follows_unchanged(mnist_root, monk
     def first_epoch(plot: bool) -> list[torch.Tensor]:
         torch.manual_seed(0)  # the conventional pipeline's transforms draw from torch's global generator
         train, _ = utils.make_loaders(mnist_root, kind, batch_size=100, rotation=10, seed=3, download=False,
-                                      scale=0.1, elastic=10.0)
+                                      scale=0.1, elastic=10.0, num_workers=workers)  # 2: persistent workers
         if plot:
             utils.plot_batch(train)
         return [x for x, _ in train]

@@ -16,7 +16,7 @@ import torch
 
 import model
 import utils
-from conftest import ROOT, load_script
+from conftest import ROOT, load_script, synthetic_digits, write_idx
 
 README = (ROOT / "README.md").read_text()
 
@@ -1583,6 +1583,19 @@ def test_drivers_refuse_a_folder_without_mnist_in_one_line(tmp_path, script, arg
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and done.stderr.startswith(words), done.stderr
     assert snapshot() == before
+
+
+def test_gpu_queue_checks_a_relative_data_dir_where_its_jobs_will_look(tmp_path):
+    """Its jobs run in the repository root: a relative --data-dir that holds MNIST only from the caller's folder
+    must be refused there, before a job starts (each would rewrite a committed log)."""
+    name = f"mnist-only-here-{tmp_path.name}"  # a folder the repository root cannot hold
+    for train in (True, False):
+        write_idx(tmp_path / name, train, *synthetic_digits(10, seed=1))
+    done = subprocess.run([sys.executable, str(ROOT / "results" / "gpu" / "queue.py"), "--data-dir", name, "--out",
+                           ".", "--deadline", "5"], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and f"no MNIST in {ROOT / name / 'MNIST' / 'raw'}" in done.stderr
 
 
 def test_float32_check_on_ten_further_seeds_is_reported_alone_and_pooled():

@@ -486,7 +486,8 @@ def test_an_empty_loader_is_named_not_divided_by():
                                                                  CPU)),
                        ("error_report", lambda: utils.error_report(torch.zeros(0, dtype=torch.long),
                                                                    torch.zeros(0, dtype=torch.long)))):
-        with pytest.raises(ValueError, match=f"^{name}: the loader yielded no samples"):
+        words = "no predictions and labels" if name == "error_report" else "the loader yielded no samples"
+        with pytest.raises(ValueError, match=f"^{name}: {words}"):
             call()
 
 

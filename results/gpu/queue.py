@@ -118,9 +118,11 @@ def main() -> int:
         except (OSError, ValueError, KeyError, TypeError) as error:
             p.error(f"--resume {args.resume}: not the queue.json of an earlier call ({error.__class__.__name__}); "
                     "give the file a call wrote to its --out")
-    raw = Path(args.data_dir) / "MNIST" / "raw"  # checked here: every job would fail, each over a committed log
+    # checked here, as the jobs will see it (they run in the repository root): each would fail over a committed log
+    raw = ROOT / args.data_dir / "MNIST" / "raw"
     if not all((raw / name).is_file() for name in MNIST_FILES):
-        p.error(f"--data-dir {args.data_dir}: no MNIST in {raw}; pass the folder that holds MNIST/raw/*-ubyte")
+        p.error(f"--data-dir {args.data_dir}: no MNIST in {raw} (a relative path is taken from the repository "
+                "root, where the jobs run); pass the folder that holds MNIST/raw/*-ubyte")
     t0 = time.monotonic()
     record = {"workers": args.workers, "deadline_s": args.deadline, "done": [], "unfinished": [], "not_started": []}
 
