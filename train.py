@@ -6,7 +6,8 @@ Each (model, seed) run writes ``<out>/<model>_seed<seed>.json`` (config, device,
 versions, parameter count, per-epoch metrics, wall time; written atomically) and its final weights
 ``<out>/<model>_seed<seed>.pt`` (a ``state_dict``; load it with ``torch.load(path, weights_only=True)``). A seed
 whose JSON already exists is skipped, so the same command after a kill trains only the seeds that had not finished
-(the seed it was killed in starts again from epoch 1). A training option left out takes the model's recipe
+(the seed it was killed in starts again from epoch 1); a JSON of other settings, or of a run on another device,
+thread count or training precision, is refused before any seed trains. A training option left out takes the model's recipe
 (``utils.RECIPES``); ``--pipeline``, ``--holdout`` and ``--holdout-block`` default to the device pipeline and the
 test set, as every recipe has them. Bad input gets one line on stderr and exit code 2.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -180,6 +182,11 @@ def writable_folder(parser: argparse.ArgumentParser, path: str) -> Path:
     return out
 
 
+def is_number(value) -> bool:
+    """A finite int or float (not a bool): what a results file's summary holds."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def first_line(err: BaseException) -> str:
     """The first line of an exception's message, or its type when the message is empty."""
     return (str(err).splitlines() or [type(err).__name__])[0]
@@ -256,17 +263,17 @@ def run_one(name: str, cfg: utils.Config, args: argparse.Namespace, device: torc
 
 def results_table(payloads: list[dict], target: float = utils.TARGET_ACC) -> str:
     """Per seed: best, last, min and mean of the last 5 epochs, first epoch >= target; then mean +- std."""
-    head = f"{'seed':>6} {'best':>7} {'last':>7} {'min last5':>10} {'mean last5':>11} {'first>=' + str(target):>12}"
+    head = f"{'seed':>6} {'best':>11} {'last':>11} {'min last5':>11} {'mean last5':>11} {'first>=' + str(target):>12}"
     lines = [head]
     for p in payloads:
         s = p["summary"]
-        lines.append(f"{p['seed']:>6} {s['best']:7.2f} {s['last']:7.2f} {s['min_last5']:10.2f} "
+        lines.append(f"{p['seed']:>6} {s['best']:11.2f} {s['last']:11.2f} {s['min_last5']:11.2f} "
                      f"{s['mean_last5']:11.2f} {str(s['first_at_target'] or '-'):>12}")
-    if len(payloads) > 1:
+    if len(payloads) > 1:  # the columns are wide enough for "99.48±0.05"
         def stat(key: str) -> str:
             values = [p["summary"][key] for p in payloads]
             return f"{statistics.mean(values):.2f}±{statistics.stdev(values):.2f}"
-        lines.append(f"{'mean':>6} {stat('best'):>7} {stat('last'):>7} {stat('min_last5'):>10} "
+        lines.append(f"{'mean':>6} {stat('best'):>11} {stat('last'):>11} {stat('min_last5'):>11} "
                      f"{stat('mean_last5'):>11}")
     return "\n".join(lines)
 
@@ -325,9 +332,16 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(f"{path} holds a run of another {args.model} ({payload.get('parameters')} parameters, "
                              f"now {n_params}); move it away or pick another --out")
             summary = payload.get("summary")
-            if not isinstance(summary, dict) or not SUMMARY_KEYS <= summary.keys():
-                parser.error(f"{path} is not a finished run's results file (no summary of its epochs); move it away "
-                             f"or pick another --out")
+            if not isinstance(summary, dict) or not SUMMARY_KEYS <= summary.keys() or payload.get("seed") != seed \
+                    or not all(is_number(summary[k]) for k in SUMMARY_KEYS - {"first_at_target"}):
+                parser.error(f"{path} is not a finished run's results file (no summary of seed {seed}'s epochs); "
+                             f"move it away or pick another --out")
+            ours = (utils.device_name(device), utils.precision_name(utils.training_dtype(cfg, device)))
+            theirs = (payload.get("device"), payload.get("training_precision", "float32"))
+            if theirs != ours:  # the same settings elsewhere are another run: it must not be averaged with these
+                parser.error(f"{path} holds a run on {theirs[0]} in {theirs[1]}; this one would train on {ours[0]} "
+                             f"in {ours[1]}, a different run (README: A rerun is a different run); move it away or "
+                             f"pick another --out")
             finished[seed] = payload
 
     payloads = []

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
 import struct
@@ -197,6 +198,27 @@ def test_a_result_of_an_earlier_architecture_is_not_taken_for_a_finished_seed(mn
     assert json.loads(path.read_text()) == record
 
 
+@pytest.mark.parametrize("edit, words", [
+    (lambda r: r["summary"].update(best=None), "no summary of seed 1's epochs"),
+    (lambda r: r["summary"].update(mean_last5="99.5"), "no summary of seed 1's epochs"),
+    (lambda r: r.pop("seed"), "no summary of seed 1's epochs"),
+    (lambda r: r.update(seed=2), "no summary of seed 1's epochs"),
+    (lambda r: r.update(device="cuda (NVIDIA H200)"), "holds a run on cuda (NVIDIA H200) in float32; this one would"),
+    (lambda r: r.update(training_precision="bfloat16 autocast"), "in bfloat16 autocast; this one would train on cpu"),
+])
+def test_a_finished_seed_is_checked_before_the_other_seeds_train(mnist_root, tmp_path, capsys, edit, words):
+    """A results file the final table cannot read, or a run on another device or precision (another run, which
+    the table must not average with these), is refused before seed 2 trains, not after it."""
+    base, path, record = finished_then_edited(mnist_root, tmp_path, edit)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        train.main([*base[:2], "--seeds", "1", "2", *base[2:]])
+    captured = capsys.readouterr()
+    assert info.value.code == 2 and captured.err.count("\n") == 1 and words in captured.err, captured.err
+    assert "seed 2" not in captured.out and not (tmp_path / "out" / "Model_1_seed2.json").exists()
+    assert json.loads(path.read_text()) == record
+
+
 def test_a_broken_results_file_is_reported_not_overwritten(mnist_root, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
@@ -258,6 +280,9 @@ def test_results_table_reports_each_seed_and_the_spread():
     lines = train.results_table(payloads).splitlines()
     assert len(lines) == 4 and lines[1].split()[:2] == ["1", "99.50"]
     assert lines[-1].split()[:2] == ["mean", "99.60±0.14"]
+    ends = [m.end() for m in re.finditer(r"\S+", lines[0].replace("min last5", "min_last5").replace("mean last5",
+                                                                                                  "mean_last5"))]
+    assert [m.end() for m in re.finditer(r"\S+", lines[-1])] == ends[:5]  # the mean row's columns line up
 
 
 @pytest.fixture(scope="module")
