@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 import struct
 import sys
 from pathlib import Path
@@ -68,3 +69,32 @@ def real_mnist() -> Path:
     if not path:
         pytest.skip("MNIST_DIR is not set")
     return Path(path)
+
+
+LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def _refuse_remote(connect):
+    """``socket.socket.connect`` that refuses any address but this machine's (a notebook kernel's own sockets)."""
+    def guarded(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in LOOPBACK:
+            raise RuntimeError(f"a test tried to reach {address[0]}: tests must not use the network")
+        return connect(self, address)
+    return guarded
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """Every test runs with remote connections refused in this process (a download would fail loudly here,
+    not pass on a machine that happens to be online). Subprocesses are started with --no-download or
+    download=False."""
+    lookup = socket.getaddrinfo
+
+    def local_lookup(host, *args, **kwargs):  # a name lookup comes before any connection
+        if host not in LOOPBACK and host is not None:
+            raise RuntimeError(f"a test tried to look up {host}: tests must not use the network")
+        return lookup(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", local_lookup)
+    monkeypatch.setattr(socket.socket, "connect", _refuse_remote(socket.socket.connect))
+    monkeypatch.setattr(socket.socket, "connect_ex", _refuse_remote(socket.socket.connect_ex))

@@ -649,3 +649,10 @@ def test_set_augmentation_refuses_persistent_workers_and_foreign_loaders(mnist_r
     foreign = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(4, 1, 28, 28)), batch_size=2)
     with pytest.raises(TypeError, match="make_loaders"):
         utils.set_augmentation(foreign, False)
+
+
+def test_the_suite_cannot_reach_the_network(tmp_path):
+    """conftest's guard: a test that would download MNIST fails instead (torchvision's download, on an empty
+    folder, with download=True)."""
+    with pytest.raises(utils.DataError, match="tests must not use the network"):
+        utils.load_mnist(tmp_path / "empty", download=True)
