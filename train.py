@@ -7,9 +7,9 @@ versions, parameter count, per-epoch metrics, wall time; written atomically) and
 ``<out>/<model>_seed<seed>.pt`` (a ``state_dict``; load it with ``torch.load(path, weights_only=True)``). A seed
 whose JSON already exists is skipped, so the same command after a kill trains only the seeds that had not finished
 (the seed it was killed in starts again from epoch 1); a JSON of other settings, or of a run on another device,
-thread count or training precision, is refused before any seed trains. A training option left out takes the model's recipe
-(``utils.RECIPES``); ``--pipeline``, ``--holdout`` and ``--holdout-block`` default to the device pipeline and the
-test set, as every recipe has them. Bad input gets one line on stderr and exit code 2.
+thread count or training precision, is refused before any seed trains. A training option left out takes the model's
+recipe (``utils.RECIPES``); ``--pipeline``, ``--holdout`` and ``--holdout-block`` default to the device pipeline and
+the test set, as every recipe has them. Bad input gets one line on stderr and exit code 2.
 
     python train.py --evaluate results/Model_3/Model_3_seed9831.pt [--model Model_3]
 

@@ -32,6 +32,7 @@ PACKED = (HERE, "results/validation/v15")  # what comes back
 CHECK_SEEDS = list(range(9601, 9641))       # design v12's Model_3 on the test set (README.md names them)
 V15_SEEDS = list(range(47, 67))             # design v15's validation seeds (validation/v15/PLAN.md)
 V15_ARMS = ("v15_reference", "v15_four_convs")
+# the names utils.MNIST_FILES derives from torchvision, written out here: this launcher imports no torch
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                "t10k-labels-idx1-ubyte")
 
